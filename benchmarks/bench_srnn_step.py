@@ -1,0 +1,132 @@
+"""
+SVI step time of SRNN at the paper's music size against a hand-written
+pure-PyTorch step of the same bound, timed in the same run on the same batches.
+
+    python benchmarks/bench_srnn_step.py --data-root ../shared/data [--epochs 1]
+
+Sizes (Fraccaro et al. 2016, polyphonic music): d = 300, z = 100, a = 300,
+MLP width 500, batch 16, JSB Chorales training split grouped by length.
+Three Pyro variants are timed: the fast form (one sequence-level latent site and
+one emission site) with Pyro's validation on (the default) and off, and the
+readable ``pyro.markov`` form (one site per step) on a few batches. The floor is
+:func:`pyro_seq.reference.srnn_elbo` + the same optimiser (ClippedAdam),
+driven by plain ``loss.backward(); opt.step()``.
+Prints a JSON summary; record it in BENCHMARKS.md with the machine and date.
+"""
+
+import argparse
+import json
+import platform
+import time
+
+import pyro
+import torch
+from pyro.infer import SVI
+from pyro.optim import ClippedAdam
+from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
+
+from pyro_seq.data import load_music, make_batches
+from pyro_seq.guides import SRNNGuide
+from pyro_seq.losses import LinearSchedule, WarmupTrace_ELBO
+from pyro_seq.models import SRNN
+from pyro_seq.reference import srnn_elbo
+
+
+def build(seed, fast=True):
+    torch.manual_seed(seed)
+    model = SRNN(x_dim=88, d_dim=300, z_dim=100, hidden_dim=500, fast=fast)
+    guide = SRNNGuide(model, kind="smoother", res_q=True, a_dim=300)
+    return model, guide
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--dataset", default="jsb")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--markov-batches", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    train = load_music(args.dataset, "train", data_root=args.data_root)
+    schedule = LinearSchedule(0.2, 1.0, 1000)
+    lr = {"lr": 1e-3, "clip_norm": 10.0}
+
+    pyro.clear_param_store()
+    model, guide = build(args.seed)
+    elbo = WarmupTrace_ELBO(schedule=schedule)
+    svi = SVI(model, guide, ClippedAdam(dict(lr)), elbo)
+    ref_model, ref_guide = build(args.seed)
+    params = list(ref_model.parameters()) + list(ref_guide.parameters())
+    opt = TorchClippedAdam(params, **lr)
+
+    def pyro_step(batch, step):
+        elbo.step = step
+        return svi.step(batch.x, batch.mask)
+
+    def pure_step(batch, step):
+        opt.zero_grad()
+        loss = -srnn_elbo(ref_model, ref_guide, batch.x, batch.mask, beta=schedule(step)).sum()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def timed(fn, *a):
+        t0 = time.perf_counter()
+        fn(*a)
+        return time.perf_counter() - t0
+
+    times = {"pyro_fast": 0.0, "pyro_fast_novalidate": 0.0, "pure": 0.0}
+    frames = 0
+    step = 0
+    batches = list(make_batches(train.sequences, args.batch_size, shuffle=True, seed=args.seed, epoch=0))
+    # warm-up (allocator, first-call costs)
+    pyro_step(batches[0], 0)
+    pure_step(batches[0], 0)
+    for epoch in range(args.epochs):
+        for batch in make_batches(train.sequences, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch):
+            pyro.enable_validation(True)
+            times["pyro_fast"] += timed(pyro_step, batch, step)
+            pyro.enable_validation(False)
+            times["pyro_fast_novalidate"] += timed(pyro_step, batch, step)
+            pyro.enable_validation(True)
+            times["pure"] += timed(pure_step, batch, step)
+            frames += int(batch.mask.sum())
+            step += 1
+
+    # the readable pyro.markov form on a few batches, against the floor on the same batches
+    markov = {"pyro_markov": 0.0, "pure": 0.0}
+    pyro.clear_param_store()
+    m_model, m_guide = build(args.seed, fast=False)
+    m_svi = SVI(m_model, m_guide, ClippedAdam(dict(lr)), WarmupTrace_ELBO(schedule=schedule))
+    for batch in batches[: args.markov_batches]:
+        markov["pyro_markov"] += timed(lambda b: m_svi.step(b.x, b.mask), batch)
+        markov["pure"] += timed(pure_step, batch, step)
+
+    n_batches = step
+    result = {
+        "benchmark": "srnn_svi_step",
+        "dataset": args.dataset,
+        "sizes": dict(d=300, z=100, a=300, hidden=500, batch=args.batch_size),
+        "epochs": args.epochs,
+        "batches": n_batches,
+        "frames_per_epoch": frames // args.epochs,
+        "seconds_per_epoch": {k: v / args.epochs for k, v in times.items()},
+        "ms_per_step": {k: 1000 * v / n_batches for k, v in times.items()},
+        "ratio_pyro_fast_to_pure": times["pyro_fast"] / times["pure"],
+        "ratio_pyro_fast_novalidate_to_pure": times["pyro_fast_novalidate"] / times["pure"],
+        "markov_batches": args.markov_batches,
+        "ratio_pyro_markov_to_pure": markov["pyro_markov"] / markov["pure"],
+        "markov_ms_per_step": {k: 1000 * v / args.markov_batches for k, v in markov.items()},
+        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__} "
+        f"threads {torch.get_num_threads()}",
+        "pyro": pyro.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,532 @@
+"""
+The ``pyro-seq`` command: ``train``, ``evaluate`` and ``sample``.
+
+Examples::
+
+    pyro-seq train srnn --data jsb --out runs/srnn_jsb --epochs 300
+    pyro-seq train srnn --data jsb --out runs/srnn_jsb --epochs 400 --resume   # continue
+    pyro-seq evaluate runs/srnn_jsb/best.pt --split test --num-samples 100
+    pyro-seq sample runs/srnn_jsb/best.pt --num 4 --steps 128 --out runs/srnn_jsb/samples
+
+Models are rebuilt from checkpoints through the registry :data:`MODELS`: a *builder* turns the
+JSON-able config stored in a checkpoint into ``(model, guide, loss)``. A new model adds one entry
+to :data:`MODELS` and one to :data:`TRAIN_OPTIONS` (its command-line arguments and how they map to
+its config).
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = ["MODELS", "TRAIN_OPTIONS", "DATA_NAMES", "build_srnn", "load_model", "main", "resolve_device"]
+
+logger = logging.getLogger("pyro_seq.cli")
+
+#: Data set names accepted by ``--data`` (see :func:`pyro_seq.data.load_music`).
+DATA_NAMES = ("chorales", "jsb", "nottingham", "musedata", "piano")
+
+
+# --------------------------------------------------------------------------------------------
+# Model registry
+# --------------------------------------------------------------------------------------------
+
+
+def make_warmup_loss(config: Dict[str, Any]):
+    """
+    The warm-up ELBO described by ``config`` (the ``"loss"`` entry of a run config)::
+
+        {"elbo": "meanfield" | "trace", "warmup_start": 0.2, "warmup_steps": 1000,
+         "num_particles": 1}
+    """
+    from pyro_seq.losses import LinearSchedule, WarmupTrace_ELBO, WarmupTraceMeanField_ELBO
+
+    elbos = {"trace": WarmupTrace_ELBO, "meanfield": WarmupTraceMeanField_ELBO}
+    kind = config.get("elbo", "meanfield")
+    if kind not in elbos:
+        raise ValueError(f"loss elbo must be one of {sorted(elbos)}, got {kind!r}")
+    schedule = LinearSchedule(
+        start=float(config.get("warmup_start", 0.2)), end=1.0, steps=int(config.get("warmup_steps", 1000))
+    )
+    return elbos[kind](schedule=schedule, num_particles=int(config.get("num_particles", 1)))
+
+
+def build_srnn(config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
+    """
+    Build an SRNN, its guide and its loss from a run config::
+
+        {"model": SRNN kwargs, "guide": SRNNGuide kwargs, "loss": see make_warmup_loss}
+
+    :returns: ``(model, guide, loss)``.
+    """
+    from pyro_seq.guides import SRNNGuide
+    from pyro_seq.models import SRNN
+
+    model = SRNN(**config["model"])
+    guide = SRNNGuide(model, **config.get("guide", {}))
+    loss = make_warmup_loss(config.get("loss", {}))
+    return model, guide, loss
+
+
+#: Model registry: kind -> builder ``config -> (model, guide, loss)``.
+MODELS: Dict[str, Callable[[Dict[str, Any]], Tuple[Any, Any, Any]]] = {"srnn": build_srnn}
+
+
+def _add_srnn_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("SRNN")
+    group.add_argument("--d-dim", type=int, default=300, help="deterministic GRU state size (default 300)")
+    group.add_argument("--z-dim", type=int, default=100, help="latent size (default 100)")
+    group.add_argument("--a-dim", type=int, default=300, help="guide summary size a_t (default 300)")
+    group.add_argument("--hidden-dim", type=int, default=500, help="MLP width (default 500)")
+    group.add_argument("--guide", choices=("smoother", "filter"), default="smoother", help="guide kind (default smoother)")
+    group.add_argument("--res-q", dest="res_q", action=argparse.BooleanOptionalAction, default=True, help="residual posterior mean (default on)")
+    group.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli", help="emission (default bernoulli)")
+
+
+def _srnn_config(args: argparse.Namespace, x_dim: int) -> Dict[str, Any]:
+    return {
+        "model": {
+            "x_dim": x_dim,
+            "d_dim": args.d_dim,
+            "z_dim": args.z_dim,
+            "hidden_dim": args.hidden_dim,
+            "likelihood": args.likelihood,
+        },
+        "guide": {"kind": args.guide, "res_q": args.res_q, "a_dim": args.a_dim, "hidden_dim": args.hidden_dim},
+    }
+
+
+#: Training command-line options per kind: ``(add_arguments(parser), config_from_args(args, x_dim))``.
+#: ``config_from_args`` returns the ``"model"``/``"guide"`` part of the run config.
+TRAIN_OPTIONS: Dict[str, Tuple[Callable, Callable]] = {"srnn": (_add_srnn_arguments, _srnn_config)}
+
+
+def load_model(path, device="cpu", kind: Optional[str] = None):
+    """
+    Rebuild a model, guide and loss from a checkpoint through :data:`MODELS` and load the weights.
+    Pyro's parameter store is cleared so it re-syncs from the loaded modules.
+
+    :param path: checkpoint file.
+    :param device: where to put the modules.
+    :param str kind: expected model kind (any registered kind if ``None``).
+    :returns: ``(model, guide, loss, checkpoint)``.
+    :raises ~pyro_seq.checkpoint.CheckpointError: bad file or unknown kind.
+    """
+    import pyro
+
+    from pyro_seq.checkpoint import CheckpointError, load_checkpoint
+
+    device = torch.device(device)
+    state = load_checkpoint(path, map_location=device, kind=kind)
+    if state.get("kind") not in MODELS:
+        raise CheckpointError(f"checkpoint {path} holds a model of kind {state.get('kind')!r}; known kinds: {sorted(MODELS)}")
+    model, guide, loss = MODELS[state["kind"]](state["config"])
+    model.to(device)
+    guide.to(device)
+    try:
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not match the model rebuilt from its config: {e}") from e
+    model.eval()
+    guide.eval()
+    pyro.clear_param_store()
+    return model, guide, loss, state
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    return device
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (it may be swapped)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _setup_logging(level: str) -> None:
+    log = logging.getLogger("pyro_seq")
+    log.setLevel(getattr(logging, level.upper()))
+    if not any(getattr(h, "_pyro_seq_cli", False) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler._pyro_seq_cli = True
+        log.addHandler(handler)
+        log.propagate = False
+
+
+def _chunk(sequences: Sequence, max_length: Optional[int]) -> List:
+    """Cut each sequence into consecutive pieces of at most ``max_length`` frames."""
+    if not max_length:
+        return list(sequences)
+    return [seq[i : i + max_length] for seq in sequences for i in range(0, len(seq), max_length)]
+
+
+def _data_root(args_root: Optional[str], config: Dict[str, Any]) -> Optional[str]:
+    # --data-root, else $PYRO_SEQ_DATA, else the root the run was trained with (if it still
+    # exists), else the library default.
+    if args_root is not None or os.environ.get("PYRO_SEQ_DATA"):
+        return args_root
+    root = config.get("data", {}).get("data_root")
+    return root if root and Path(root).is_dir() else None
+
+
+def _load_split(name: str, split: str, data_root: Optional[str], limit: Optional[int] = None) -> List:
+    from pyro_seq.data import load_music
+
+    seqs = list(load_music(name, split, data_root=data_root))
+    return seqs[:limit] if limit else seqs
+
+
+def _evaluate(model, guide, sequences, batch_size: int, num_samples: int, device) -> Dict[str, Any]:
+    from pyro_seq.bounds import evaluate
+    from pyro_seq.data import make_batches
+
+    batches = (b.to(device) for b in make_batches(sequences, batch_size, shuffle=False))
+    with torch.no_grad():
+        return evaluate(model, guide, batches, num_samples=num_samples)
+
+
+def _bound_summary(result: Dict[str, Any]) -> Dict[str, Any]:
+    from pyro_seq.trainer import bound_value
+
+    out = {}
+    for bound in ("elbo", "iwae"):
+        if bound in result:
+            out[bound] = {
+                "nats_per_frame_total": bound_value(result[bound], "total"),
+                "nats_per_frame_seq_mean": bound_value(result[bound], "seq_mean"),
+            }
+    for key in ("num_samples", "num_sequences", "num_frames"):
+        if key in result:
+            out[key] = result[key]
+    return out
+
+
+def _print_bounds(summary: Dict[str, Any], header: str) -> None:
+    k = summary.get("num_samples", "?")
+    print(header)
+    print(f"  {'bound':<12} {'total nats/frames':>18} {'mean over sequences':>20}")
+    names = {"elbo": "-ELBO", "iwae": f"-IWAE (K={k})"}
+    for bound in ("elbo", "iwae"):
+        if bound in summary:
+            v = summary[bound]
+            print(f"  {names[bound]:<12} {v['nats_per_frame_total']:>18.4f} {v['nats_per_frame_seq_mean']:>20.4f}")
+    print(f"  ({summary.get('num_sequences', '?')} sequences, {summary.get('num_frames', '?')} frames; nats per frame, lower is better)")
+
+
+def _append_jsonl(path: Path, record: Dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import pyro
+
+    from pyro_seq.checkpoint import CheckpointError
+    from pyro_seq.data import make_batches
+    from pyro_seq.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, LOG_FILE, Trainer
+
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    train = _chunk(_load_split(args.data, "train", args.data_root, args.max_train_sequences), args.max_length)
+    valid = _load_split(args.data, "valid", args.data_root, args.max_eval_sequences)
+    x_dim = int(train[0].shape[-1])
+    logger.info(
+        "data %s: %d train pieces (%d frames), %d valid sequences (%d frames)",
+        args.data,
+        len(train),
+        sum(len(s) for s in train),
+        len(valid),
+        sum(len(s) for s in valid),
+    )
+
+    add_arguments, config_from_args = TRAIN_OPTIONS[args.model]
+    config = config_from_args(args, x_dim)
+    config["loss"] = {
+        "elbo": args.elbo,
+        "warmup_start": args.warmup_start,
+        "warmup_steps": args.warmup_steps,
+        "num_particles": args.num_particles,
+    }
+    config["data"] = {
+        "name": args.data,
+        "data_root": None if args.data_root is None else str(Path(args.data_root).resolve()),
+        "max_train_sequences": args.max_train_sequences,
+        "max_eval_sequences": args.max_eval_sequences,
+        "max_length": args.max_length,
+        "batch_size": args.batch_size,
+    }
+    config["train"] = {
+        "lr": args.lr,
+        "lrd": args.lrd,
+        "clip_norm": args.clip_norm,
+        "seed": args.seed,
+        "patience": args.patience,
+        "epochs": args.epochs,
+    }
+
+    if args.resume and (out / LAST_CHECKPOINT).exists():
+        from pyro_seq.checkpoint import load_checkpoint
+
+        previous = load_checkpoint(out / LAST_CHECKPOINT, map_location="cpu", kind=args.model)
+        prev_data = previous["config"].get("data", {})
+        for key in ("name", "max_train_sequences", "max_length", "batch_size"):
+            if prev_data.get(key) != config["data"][key]:
+                raise CheckpointError(
+                    f"--resume: {out / LAST_CHECKPOINT} was trained with data {key}={prev_data.get(key)!r}, "
+                    f"this run asks for {config['data'][key]!r}"
+                )
+        del previous
+
+    pyro.set_rng_seed(args.seed)
+    model, guide, loss = MODELS[args.model](config)
+    (out / "config.json").write_text(json.dumps({"kind": args.model, **config}, indent=2) + "\n")
+
+    def train_batches(epoch: int):
+        return make_batches(train, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch)
+
+    def valid_batches(epoch: int):
+        return make_batches(valid, args.batch_size, shuffle=False)
+
+    trainer = Trainer(
+        model,
+        guide,
+        loss,
+        train_batches,
+        valid_batches,
+        lr=args.lr,
+        clip_norm=args.clip_norm,
+        lrd=args.lrd,
+        device=device,
+        out_dir=out,
+        seed=args.seed,
+        patience=args.patience,
+        kind=args.model,
+        config=config,
+        progress=False if args.no_progress else None,
+        log_every=args.log_every,
+        max_bad_steps=args.max_bad_steps,
+        resume=args.resume,
+    )
+    n_params = sum(p.numel() for m in (model, guide) for p in m.parameters())
+    logger.info("%s: %d parameters on %s; output in %s", args.model, n_params, device, out)
+    start = time.perf_counter()
+    summary = trainer.fit(args.epochs)
+    logger.info(
+        "training done: %d epochs, %d steps, best valid %.4f nats/frame at epoch %s (%.1fs this session)",
+        summary["epochs"],
+        summary["global_step"],
+        summary["best_valid"] if summary["best_valid"] is not None else float("nan"),
+        summary["best_epoch"],
+        time.perf_counter() - start,
+    )
+
+    best = out / BEST_CHECKPOINT
+    if args.eval_samples <= 0:
+        return 0
+    model, guide, _, state = load_model(best, device=device, kind=args.model)
+    test = _load_split(args.data, "test", args.data_root, args.max_eval_sequences)
+    result = _bound_summary(_evaluate(model, guide, test, args.batch_size, args.eval_samples, device))
+    record = {"event": "test", "checkpoint": str(best), "epoch": state["epoch"], "split": "test", **result}
+    _append_jsonl(out / LOG_FILE, record)
+    (out / "test.json").write_text(json.dumps(record, indent=2) + "\n")
+    logger.info(
+        "test bound (best checkpoint, epoch %d): -ELBO %.4f, -IWAE(K=%d) %.4f nats/frame (total nats / total frames)",
+        state["epoch"],
+        result["elbo"]["nats_per_frame_total"],
+        args.eval_samples,
+        result["iwae"]["nats_per_frame_total"],
+    )
+    _print_bounds(result, f"test bound of {best} (epoch {state['epoch']}):")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import pyro
+
+    device = resolve_device(args.device)
+    model, guide, _, state = load_model(args.checkpoint, device=device)
+    config = state["config"]
+    data = config.get("data", {})
+    name = args.data or data.get("name")
+    if name is None:
+        raise ValueError("the checkpoint does not name its data set; pass --data")
+    pyro.set_rng_seed(args.seed)
+    seqs = _load_split(name, args.split, _data_root(args.data_root, config), args.max_sequences)
+    batch_size = args.batch_size or data.get("batch_size", 16)
+    start = time.perf_counter()
+    result = _bound_summary(_evaluate(model, guide, seqs, batch_size, args.num_samples, device))
+    record = {
+        "checkpoint": str(args.checkpoint),
+        "kind": state["kind"],
+        "epoch": state.get("epoch"),
+        "data": name,
+        "split": args.split,
+        "seed": args.seed,
+        "seconds": time.perf_counter() - start,
+        **result,
+    }
+    output = Path(args.output) if args.output else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_{args.split}_eval.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    _print_bounds(result, f"{name} {args.split} bound of {args.checkpoint} (epoch {state.get('epoch')}):")
+    print(f"  written to {output}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import pyro
+
+    from pyro_seq.midi import piano_roll_png, write_midi
+
+    device = resolve_device(args.device)
+    model, _, _, state = load_model(args.checkpoint, device=device)
+    if not hasattr(model, "generate"):
+        raise ValueError(f"model kind {state['kind']!r} has no generate() method")
+    pyro.set_rng_seed(args.seed)
+    with torch.no_grad():
+        x = model.generate(args.num, args.steps)  # [num, steps, x_dim]
+    x = x.detach().cpu()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(x.size(0)):
+        roll = x[i]  # [steps, x_dim]
+        png = piano_roll_png(roll, out / f"sample_{i:03d}.png", title=f"{state['kind']} sample {i} (epoch {state.get('epoch')})")
+        mid = write_midi(roll, out / f"sample_{i:03d}.mid", seconds_per_step=args.seconds_per_step)
+        logger.info("wrote %s and %s", png, mid)
+    print(f"wrote {x.size(0)} samples ({args.steps} steps) to {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Argument parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pyro-seq`` argument parser."""
+    parser = argparse.ArgumentParser(prog="pyro-seq", description="Train, evaluate and sample pyro_seq models.")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    # train <kind>
+    train = commands.add_parser("train", help="train a model with SVI")
+    kinds = train.add_subparsers(dest="model", required=True, metavar="MODEL")
+    for kind, (add_arguments, _) in TRAIN_OPTIONS.items():
+        p = kinds.add_parser(kind, help=f"train {kind}", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        g = p.add_argument_group("data")
+        g.add_argument("--data", choices=DATA_NAMES, default="jsb")
+        g.add_argument("--data-root", default=None, help="data root (default: $PYRO_SEQ_DATA, else ~/.cache/pyro_seq)")
+        g.add_argument("--max-train-sequences", type=_positive_int, default=None, help="use only the first N training sequences (smoke tests)")
+        g.add_argument("--max-eval-sequences", type=_positive_int, default=None, help="use only the first N valid/test sequences (smoke tests)")
+        g.add_argument("--max-length", type=_positive_int, default=None, help="cut training sequences into pieces of at most L frames (valid/test stay whole)")
+        g.add_argument("--batch-size", type=_positive_int, default=16)
+        g = p.add_argument_group("optimisation")
+        g.add_argument("--out", required=True, help="output directory (checkpoints, log.jsonl)")
+        g.add_argument("--epochs", type=_positive_int, default=100, help="total epochs of the run (counting epochs before a --resume)")
+        g.add_argument("--lr", type=float, default=1e-3)
+        g.add_argument("--lrd", type=float, default=1.0, help="learning-rate decay factor per step")
+        g.add_argument("--clip-norm", type=float, default=10.0, help="ClippedAdam gradient clipping")
+        g.add_argument("--elbo", choices=("meanfield", "trace"), default="meanfield", help="analytic-KL (meanfield) or Monte Carlo (trace) warm-up ELBO")
+        g.add_argument("--num-particles", type=_positive_int, default=1)
+        g.add_argument("--warmup-start", type=float, default=0.2, help="β at step 0")
+        g.add_argument("--warmup-steps", type=int, default=1000, help="steps of linear β warm-up to 1")
+        g.add_argument("--patience", type=_positive_int, default=None, help="early stopping patience in epochs (default: off)")
+        g.add_argument("--seed", type=int, default=0)
+        g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+        g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+        g.add_argument("--eval-samples", type=int, default=100, help="K for the test IWAE bound at the end (0: skip the test evaluation)")
+        g.add_argument("--log-every", type=int, default=0, help="also log every N steps")
+        g.add_argument("--max-bad-steps", type=_positive_int, default=10, help="stop after N consecutive non-finite steps")
+        g.add_argument("--no-progress", action="store_true", help="no progress bar")
+        add_arguments(p)
+        p.set_defaults(func=cmd_train)
+
+    # evaluate
+    p = commands.add_parser("evaluate", help="test bounds of a checkpoint", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    p.add_argument("--num-samples", type=_positive_int, default=100, help="K for the importance-sampled bound")
+    p.add_argument("--data", choices=DATA_NAMES, default=None, help="default: the checkpoint's data set")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--max-sequences", type=_positive_int, default=None, help="only the first N sequences")
+    p.add_argument("--output", default=None, help="JSON output (default: next to the checkpoint)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    # sample
+    p = commands.add_parser("sample", help="generate piano rolls (PNG + MIDI)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint")
+    p.add_argument("--num", type=_positive_int, default=4)
+    p.add_argument("--steps", type=_positive_int, default=128)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seconds-per-step", type=float, default=0.25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """
+    Entry point of ``pyro-seq`` (``python -m pyro_seq``).
+
+    :param argv: arguments (default ``sys.argv[1:]``).
+    :returns: exit status: 0 on success, 1 for an expected failure (bad checkpoint, missing data,
+        diverged training, bad option), reported as one ``error:`` line.
+    """
+    from pyro_seq.checkpoint import CheckpointError
+    from pyro_seq.trainer import NonFiniteLossError
+
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        from pyro_seq.data import DataError
+    except ImportError:  # pragma: no cover
+        DataError = CheckpointError
+    try:
+        return int(args.func(args) or 0)
+    except (CheckpointError, DataError, NonFiniteLossError, ValueError) as e:
+        logger.error("%s", e)
+        print(f"pyro-seq: error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,148 @@
+"""
+Structured guides (variational posteriors) for the models in :mod:`pyro_seq.models`.
+
+A guide takes the model it serves as its first argument, as Pyro's autoguides
+do, and shares the model's deterministic layers with it rather than
+duplicating them. The model is *not* registered as a submodule of the guide,
+so every parameter keeps exactly one Pyro name.
+"""
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+from pyro.nn import PyroModule
+
+from pyro_seq.distributions import MarkovGaussianChain
+from pyro_seq.nn import GaussianTransition, reverse_padded
+
+GUIDE_KINDS = ("smoother", "filter")
+
+
+class SRNNGuide(PyroModule):
+    r"""
+    Structured guide for :class:`~pyro_seq.models.SRNN` (Fraccaro et al. 2016).
+
+    The posterior keeps the Markov structure of the prior:
+
+    .. math::
+
+        q_\phi(z_{1:T} \mid x_{1:T}) = \prod_{t=1}^{T}
+            \mathcal{N}\big(z_t \mid \mu^q_t, \operatorname{diag} (\sigma^q_t)^2\big),
+        \qquad (\mu^q_t, \sigma^q_t) = \mathrm{MLP}_\phi(z_{t-1}, a_t),
+
+    where :math:`a_t` summarises what :math:`z_t` may depend on:
+
+    - ``kind="smoother"``: :math:`a_t = \overleftarrow{\mathrm{GRU}}(a_{t+1}, [d_t, x_t])`,
+      a backward GRU over the present and future (the true posterior's
+      dependencies);
+    - ``kind="filter"``: :math:`a_t = \tanh(W [d_t, x_t] + b)`, no backward pass.
+
+    With ``res_q=True`` the mean is parameterised as a residual on the prior
+    mean at the same :math:`z_{t-1}`:
+    :math:`\mu^q_t = \mu^p(z_{t-1}, d_t) + \Delta\mu_\phi(z_{t-1}, a_t)`.
+
+    The form of the latent site (one ``"z"`` site or per-step ``"z_{t}"``
+    sites in ``pyro.markov``) follows ``model.fast``.
+
+    :param model: the :class:`~pyro_seq.models.SRNN` this guide serves.
+    :param str kind: ``"smoother"`` or ``"filter"``.
+    :param bool res_q: residual parameterisation of the posterior mean.
+    :param int a_dim: size of :math:`a_t` (default: ``model.d_dim``).
+    :param int hidden_dim: width of the posterior MLP (default: the model's).
+
+    **References**
+
+    [1] Marco Fraccaro, Søren Kaae Sønderby, Ulrich Paquet, Ole Winther,
+        "Sequential Neural Models with Stochastic Layers", NIPS 2016,
+        arXiv:1605.07571.
+    """
+
+    def __init__(
+        self, model, kind="smoother", res_q=True, a_dim=None, hidden_dim=None, name="srnn_guide"
+    ):
+        if kind not in GUIDE_KINDS:
+            raise ValueError(f"kind must be one of {GUIDE_KINDS}, got {kind!r}")
+        super().__init__(name)
+        # hold the model without registering it as a submodule
+        object.__setattr__(self, "_model", model)
+        a_dim = model.d_dim if a_dim is None else a_dim
+        hidden_dim = model.config["hidden_dim"] if hidden_dim is None else hidden_dim
+        self.config = dict(kind=kind, res_q=res_q, a_dim=a_dim, hidden_dim=hidden_dim)
+        self.kind, self.res_q = kind, res_q
+        in_dim = model.d_dim + model.x_dim
+        if kind == "smoother":
+            self.a_rnn = nn.GRU(in_dim, a_dim, batch_first=True)
+        else:
+            self.a_net = nn.Sequential(nn.Linear(in_dim, a_dim), nn.Tanh())
+        self.posterior = GaussianTransition(
+            model.z_dim, a_dim, hidden_dim, model.min_scale
+        )
+
+    @property
+    def model(self):
+        return self._model
+
+    def summaries(self, x, d, lengths):
+        """
+        :math:`a_{1:T}` from ``x [batch, time, x_dim]`` and ``d [batch, time, d_dim]``.
+
+        :returns: ``[batch, time, a_dim]``
+        """
+        xd = torch.cat([d, x], dim=-1)  # [batch, time, d_dim + x_dim]
+        if self.kind == "filter":
+            return self.a_net(xd)
+        a_rev, _ = self.a_rnn(reverse_padded(xd, lengths))  # [batch, time, a_dim]
+        return reverse_padded(a_rev, lengths)  # [batch, time, a_dim]
+
+    def transition_fns(self, x, mask, lengths):
+        """
+        The posterior transition, as ``(step_fn, path_fn)`` for
+        :class:`~pyro_seq.distributions.MarkovGaussianChain`.
+        """
+        model = self.model
+        d = model.share_deterministic(x)  # [batch, time, d_dim]
+        a = self.summaries(x, d, lengths)  # [batch, time, a_dim]
+        posterior = self.posterior
+        context = posterior.project_context(a)  # [batch, time, hidden]
+        if not self.res_q:
+            return (
+                lambda z_prev, t: posterior.step(z_prev, context[:, t]),
+                lambda z_prev: posterior(z_prev, context),
+            )
+        prior = model.prior
+        prior_context = prior.project_context(d)  # [batch, time, hidden]
+
+        def step_fn(z_prev, t):
+            loc, scale = posterior.step(z_prev, context[:, t])
+            return loc + prior.step(z_prev, prior_context[:, t])[0], scale
+
+        def path_fn(z_prev):
+            loc, scale = posterior(z_prev, context)
+            return loc + prior(z_prev, prior_context)[0], scale
+
+        return step_fn, path_fn
+
+    def forward(self, x, mask=None):
+        """
+        :param torch.Tensor x: ``[batch, time, x_dim]``
+        :param torch.Tensor mask: ``[batch, time]`` bool prefix mask.
+        :returns: the sampled latent path ``z [batch, time, z_dim]``.
+        """
+        model = self.model
+        x, mask, lengths = model.check(x, mask)
+        batch, time, _ = x.shape
+        step_fn, path_fn = self.transition_fns(x, mask, lengths)
+        z_init = model.z_0.expand(batch, model.z_dim)  # [batch, z_dim]
+        with pyro.plate("sequences", batch, dim=-1):
+            if model.fast:
+                chain = MarkovGaussianChain(z_init, step_fn, path_fn, time, mask)
+                return pyro.sample("z", chain)  # [batch, time, z_dim]
+            z_prev, zs = z_init, []
+            for t in pyro.markov(range(time)):
+                loc, scale = step_fn(z_prev, t)  # [batch, z_dim]
+                z_prev = pyro.sample(
+                    f"z_{t + 1}", dist.Normal(loc, scale).to_event(1).mask(mask[:, t])
+                )
+                zs.append(z_prev)
+            return torch.stack(zs, dim=1)  # [batch, time, z_dim]

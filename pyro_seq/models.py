@@ -1,0 +1,250 @@
+"""
+Generative models of pyro_seq, written as Pyro models.
+
+Each model is a :class:`~pyro.nn.PyroModule` whose ``forward(x, mask)`` is a
+Pyro model over a padded batch of sequences ``x [batch, time, x_dim]`` with a
+prefix ``mask [batch, time]``; pair it with a guide from :mod:`pyro_seq.guides`
+and an ELBO from :mod:`pyro_seq.losses`::
+
+    model = SRNN(x_dim=88)
+    guide = SRNNGuide(model, kind="smoother", res_q=True)
+    svi = SVI(model, guide, ClippedAdam({"lr": 1e-3}), WarmupTrace_ELBO())
+    svi.step(x, mask)
+"""
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+from pyro.nn import PyroModule
+
+from pyro_seq.distributions import MarkovGaussianChain
+from pyro_seq.nn import MLP, GaussianTransition, shift_right, softplus_scale
+from pyro_seq.util import check_sequences
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+class SRNN(PyroModule):
+    r"""
+    Stochastic recurrent neural network (SRNN) of Fraccaro et al. (2016): a
+    deterministic GRU layer :math:`d_t` over the past frames, a nonlinear
+    Gaussian state-space layer :math:`z_t` stacked on it, and an emission
+    from both:
+
+    .. math::
+
+        d_t &= \mathrm{GRU}(d_{t-1}, x_{t-1}), \qquad x_0 = 0, \\
+        p_\theta(x_{1:T}, z_{1:T} \mid d_{1:T}) &= \prod_{t=1}^{T}
+            \mathcal{N}\big(z_t \mid \mu^p(z_{t-1}, d_t),
+                            \operatorname{diag} \sigma^p(z_{t-1}, d_t)^2\big)\;
+            p_\theta(x_t \mid z_t, d_t),
+
+    with :math:`z_0 = 0`, a Bernoulli emission (binary frames such as piano
+    rolls) or a diagonal Gaussian emission with a variance floor (real frames).
+    Padded steps (``mask`` False) are masked out of every term.
+
+    Since :math:`d_{1:T}` depends on :math:`x` only, it is computed once per
+    sequence for all steps, and shared with :class:`~pyro_seq.guides.SRNNGuide`
+    within one ELBO evaluation (the guide computes it, the model reuses it).
+
+    Two equivalent forms of the latent chain:
+
+    - ``fast=False``: the readable reference, one sample site ``z_{t}`` and one
+      emission site ``x_{t}`` per step inside ``pyro.markov``.
+    - ``fast=True`` (default): one sample site ``"z"`` holding the whole path
+      (:class:`~pyro_seq.distributions.MarkovGaussianChain`, which runs the
+      recurrence when sampling and scores a path vectorised over time), and one
+      emission site ``"x"`` over all steps. Same bound, same gradients, same
+      random numbers; much less Pyro bookkeeping per SVI step.
+
+    :param int x_dim: frame size (88 for piano rolls).
+    :param int d_dim: deterministic GRU state size.
+    :param int z_dim: latent size.
+    :param int hidden_dim: hidden width of the transition and emission MLPs.
+    :param str likelihood: ``"bernoulli"`` or ``"gaussian"``.
+    :param bool fast: sequence-level latent site (see above).
+    :param float min_scale: variance floor (standard deviation) of every
+        Gaussian.
+
+    **References**
+
+    [1] Marco Fraccaro, Søren Kaae Sønderby, Ulrich Paquet, Ole Winther,
+        "Sequential Neural Models with Stochastic Layers", NIPS 2016,
+        arXiv:1605.07571.
+    """
+
+    def __init__(
+        self,
+        x_dim=88,
+        d_dim=300,
+        z_dim=100,
+        hidden_dim=500,
+        likelihood="bernoulli",
+        fast=True,
+        min_scale=1e-3,
+        name="srnn",
+    ):
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(
+                f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}"
+            )
+        super().__init__(name)
+        self.config = dict(
+            x_dim=x_dim,
+            d_dim=d_dim,
+            z_dim=z_dim,
+            hidden_dim=hidden_dim,
+            likelihood=likelihood,
+            fast=fast,
+            min_scale=min_scale,
+        )
+        self.x_dim, self.d_dim, self.z_dim = x_dim, d_dim, z_dim
+        self.likelihood = likelihood
+        self.fast = fast
+        self.min_scale = min_scale
+        self.d_rnn = nn.GRU(x_dim, d_dim, batch_first=True)
+        self.prior = GaussianTransition(z_dim, d_dim, hidden_dim, min_scale)
+        out_dim = x_dim if likelihood == "bernoulli" else 2 * x_dim
+        self.emitter = MLP(z_dim + d_dim, [hidden_dim, hidden_dim], out_dim)
+        self.register_buffer("x_0", torch.zeros(x_dim))
+        self.register_buffer("z_0", torch.zeros(z_dim))
+        self._d_cache = None
+
+    # ------------------------------------------------------------------ helpers
+    def check(self, x, mask=None):
+        """Validate inputs; returns ``(x, mask, lengths)`` (see :func:`~pyro_seq.util.check_sequences`)."""
+        return check_sequences(
+            x, mask, x_dim=self.x_dim, binary=self.likelihood == "bernoulli"
+        )
+
+    def _d_rnn_version(self):
+        return tuple(p._version for p in self.d_rnn.parameters())
+
+    def deterministic(self, x):
+        r"""
+        The deterministic layer :math:`d_{1:T}` over :math:`x_{<t}`.
+
+        Reuses the value the guide computed for the same ``x`` tensor in the
+        same ELBO evaluation (same parameters, same grad mode), else computes it.
+
+        :param torch.Tensor x: ``[batch, time, x_dim]``
+        :returns: ``d [batch, time, d_dim]``
+        """
+        d_rnn = self.d_rnn  # registers its parameters with Pyro when running as a model
+        cache, self._d_cache = self._d_cache, None
+        if cache is not None:
+            cached_x, version, grad_mode, d = cache
+            if (
+                cached_x is x
+                and version == self._d_rnn_version()
+                and grad_mode == torch.is_grad_enabled()
+            ):
+                return d
+        u = shift_right(x, self.x_0)  # [batch, time, x_dim]: x_{t-1}
+        d, _ = d_rnn(u)  # [batch, time, d_dim]
+        return d
+
+    def share_deterministic(self, x):
+        """Compute :math:`d_{1:T}` and keep it for the next model call on ``x``."""
+        d = self.deterministic(x)
+        self._d_cache = (x, self._d_rnn_version(), torch.is_grad_enabled(), d)
+        return d
+
+    def emission(self, z, d):
+        """
+        The emission distribution, batched over any leading dims.
+
+        :param torch.Tensor z: ``[..., z_dim]``
+        :param torch.Tensor d: ``[..., d_dim]``
+        :returns: a distribution with batch shape ``[..., x_dim]``
+        """
+        out = self.emitter(torch.cat([z, d], dim=-1))  # [..., out_dim]
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=out)
+        loc, raw_scale = out.chunk(2, dim=-1)
+        return dist.Normal(loc, softplus_scale(raw_scale, self.min_scale))
+
+    def prior_chain(self, d, mask=None):
+        """The latent path prior :math:`p(z_{1:T} \\mid d_{1:T})` as one distribution."""
+        prior = self.prior
+        context = prior.project_context(d)  # [batch, time, hidden]
+        return MarkovGaussianChain(
+            self.z_0.expand(d.shape[0], self.z_dim),
+            step_fn=lambda z_prev, t: prior.step(z_prev, context[:, t]),
+            path_fn=lambda z_prev: prior(z_prev, context),
+            num_steps=d.shape[1],
+            mask=mask,
+        )
+
+    # -------------------------------------------------------------------- model
+    def forward(self, x, mask=None):
+        """
+        :param torch.Tensor x: ``[batch, time, x_dim]`` observed frames (zero-padded).
+        :param torch.Tensor mask: ``[batch, time]`` bool prefix mask (default: all True).
+        :returns: the latent path ``z [batch, time, z_dim]``.
+        """
+        x, mask, _ = self.check(x, mask)
+        batch, time, _ = x.shape
+        d = self.deterministic(x)  # [batch, time, d_dim]
+        with pyro.plate("sequences", batch, dim=-1):
+            if self.fast:
+                z = pyro.sample("z", self.prior_chain(d, mask))  # [batch, time, z_dim]
+                pyro.sample(
+                    "x",
+                    self.emission(z, d).mask(mask.unsqueeze(-1)).to_event(2),
+                    obs=x,
+                )
+                return z
+            prior = self.prior
+            context = prior.project_context(d)  # [batch, time, hidden]
+            z_prev = self.z_0.expand(batch, self.z_dim)  # [batch, z_dim]
+            zs = []
+            for t in pyro.markov(range(time)):
+                loc, scale = prior.step(z_prev, context[:, t])  # [batch, z_dim]
+                z_prev = pyro.sample(
+                    f"z_{t + 1}",
+                    dist.Normal(loc, scale).to_event(1).mask(mask[:, t]),
+                )
+                pyro.sample(
+                    f"x_{t + 1}",
+                    self.emission(z_prev, d[:, t]).to_event(1).mask(mask[:, t]),
+                    obs=x[:, t],
+                )
+                zs.append(z_prev)
+            return torch.stack(zs, dim=1)  # [batch, time, z_dim]
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(self, num_sequences, num_steps, mean_frames=False):
+        """
+        Sample new sequences free-running from the model:
+        :math:`d_t` from the previous sampled frame, :math:`z_t` from the prior,
+        :math:`x_t` from the emission.
+
+        :param int num_sequences: how many sequences.
+        :param int num_steps: their length.
+        :param bool mean_frames: return emission means instead of samples for
+            the frames (the recurrence is always fed samples).
+        :returns: ``x [num_sequences, num_steps, x_dim]`` (and the means if asked).
+        """
+        if num_sequences < 1 or num_steps < 1:
+            raise ValueError("num_sequences and num_steps must be >= 1")
+        n = num_sequences
+        h = None  # GRU state [1, n, d_dim]
+        x_prev = self.x_0.expand(n, self.x_dim)
+        z_prev = self.z_0.expand(n, self.z_dim)
+        xs, means = [], []
+        for _ in range(num_steps):
+            d_t, h = self.d_rnn(x_prev.unsqueeze(1), h)
+            d_t = d_t.squeeze(1)  # [n, d_dim]
+            loc, scale = self.prior.step(z_prev, self.prior.project_context(d_t))
+            z_prev = loc + scale * torch.randn_like(loc)  # [n, z_dim]
+            emission = self.emission(z_prev, d_t)
+            x_prev = emission.sample()  # [n, x_dim]
+            xs.append(x_prev)
+            means.append(emission.mean)
+        x = torch.stack(xs, dim=1)  # [n, T, x_dim]
+        if mean_frames:
+            return x, torch.stack(means, dim=1)
+        return x

@@ -1,0 +1,63 @@
+"""Input checks shared by every pyro_seq model, guide and loss."""
+
+import torch
+
+
+def check_sequences(x, mask=None, x_dim=None, binary=False, name="x"):
+    """
+    Validate a padded batch of sequences and return ``(x, mask, lengths)``.
+
+    :param torch.Tensor x: ``[batch, time, x_dim]`` floating point frames.
+    :param torch.Tensor mask: optional ``[batch, time]`` bool (or 0/1) mask whose
+        True entries form a prefix of each row; all True if omitted.
+    :param int x_dim: expected frame size, if known.
+    :param bool binary: require 0/1 values (Bernoulli likelihoods).
+    :raises ValueError: naming the argument, the expected and the actual
+        shape, dtype or range.
+    :returns: ``x``, a bool ``mask [batch, time]`` and ``lengths [batch]``.
+    """
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(
+            f"{name} must have shape [batch, time, x_dim], got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating point tensor, got {x.dtype}")
+    batch, time, dim = x.shape
+    if batch == 0 or time == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    if x_dim is not None and dim != x_dim:
+        raise ValueError(
+            f"{name} has frames of size {dim} but the model expects x_dim={x_dim}"
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+    if binary and not ((x == 0) | (x == 1)).all():
+        raise ValueError(
+            f"{name} must be binary (0/1) for a Bernoulli likelihood; "
+            f"found values in [{x.min().item():g}, {x.max().item():g}]"
+        )
+    if mask is None:
+        mask = torch.ones(batch, time, dtype=torch.bool, device=x.device)
+    else:
+        if not torch.is_tensor(mask) or mask.shape != (batch, time):
+            shape = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
+            raise ValueError(
+                f"mask must have shape [batch, time] = {(batch, time)}, got {shape}"
+            )
+        if mask.dtype != torch.bool:
+            if not ((mask == 0) | (mask == 1)).all():
+                raise ValueError("mask must be boolean or 0/1")
+            mask = mask.bool()
+    lengths = mask.sum(-1)  # [batch]
+    if (lengths == 0).any():
+        bad = torch.nonzero(lengths == 0).flatten().tolist()
+        raise ValueError(f"sequences {bad[:10]} have length 0 (an all-False mask row)")
+    prefix = torch.arange(time, device=mask.device) < lengths.unsqueeze(-1)
+    if not torch.equal(prefix, mask):
+        raise ValueError(
+            "mask must be a prefix mask (True for the first L_b steps of row b, "
+            "then False): right-pad ragged sequences"
+        )
+    return x, mask, lengths
