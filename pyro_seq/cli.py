@@ -87,6 +87,7 @@ def _add_srnn_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--guide", choices=("smoother", "filter"), default="smoother", help="guide kind (default smoother)")
     group.add_argument("--res-q", dest="res_q", action=argparse.BooleanOptionalAction, default=True, help="residual posterior mean (default on)")
     group.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli", help="emission (default bernoulli)")
+    group.add_argument("--dropout", type=float, default=0.0, help="dropout on the GRU input and the emission MLP (default 0)")
 
 
 def _srnn_config(args: argparse.Namespace, x_dim: int) -> Dict[str, Any]:
@@ -97,6 +98,7 @@ def _srnn_config(args: argparse.Namespace, x_dim: int) -> Dict[str, Any]:
             "z_dim": args.z_dim,
             "hidden_dim": args.hidden_dim,
             "likelihood": args.likelihood,
+            "dropout": args.dropout,
         },
         "guide": {"kind": args.guide, "res_q": args.res_q, "a_dim": args.a_dim, "hidden_dim": args.hidden_dim},
     }
@@ -328,6 +330,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         clip_norm=args.clip_norm,
         lrd=args.lrd,
+        weight_decay=args.weight_decay,
         device=device,
         out_dir=out,
         seed=args.seed,
@@ -465,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--lr", type=float, default=1e-3)
         g.add_argument("--lrd", type=float, default=1.0, help="learning-rate decay factor per step")
         g.add_argument("--clip-norm", type=float, default=10.0, help="ClippedAdam gradient clipping")
+        g.add_argument("--weight-decay", type=float, default=0.0, help="ClippedAdam L2 weight decay")
         g.add_argument("--elbo", choices=("meanfield", "trace"), default="meanfield", help="analytic-KL (meanfield) or Monte Carlo (trace) warm-up ELBO")
         g.add_argument("--num-particles", type=_positive_int, default=1)
         g.add_argument("--warmup-start", type=float, default=0.2, help="β at step 0")

@@ -66,6 +66,8 @@ class SRNN(PyroModule):
     :param bool fast: sequence-level latent site (see above).
     :param float min_scale: variance floor (standard deviation) of every
         Gaussian.
+    :param float dropout: dropout on the GRU input :math:`x_{t-1}` and after
+        each hidden layer of the emission MLP (training mode only).
 
     **References**
 
@@ -83,6 +85,7 @@ class SRNN(PyroModule):
         likelihood="bernoulli",
         fast=True,
         min_scale=1e-3,
+        dropout=0.0,
         name="srnn",
     ):
         if likelihood not in LIKELIHOODS:
@@ -98,6 +101,7 @@ class SRNN(PyroModule):
             likelihood=likelihood,
             fast=fast,
             min_scale=min_scale,
+            dropout=dropout,
         )
         self.x_dim, self.d_dim, self.z_dim = x_dim, d_dim, z_dim
         self.likelihood = likelihood
@@ -106,7 +110,8 @@ class SRNN(PyroModule):
         self.d_rnn = nn.GRU(x_dim, d_dim, batch_first=True)
         self.prior = GaussianTransition(z_dim, d_dim, hidden_dim, min_scale)
         out_dim = x_dim if likelihood == "bernoulli" else 2 * x_dim
-        self.emitter = MLP(z_dim + d_dim, [hidden_dim, hidden_dim], out_dim)
+        self.input_dropout = nn.Dropout(dropout)
+        self.emitter = MLP(z_dim + d_dim, [hidden_dim, hidden_dim], out_dim, dropout=dropout)
         self.register_buffer("x_0", torch.zeros(x_dim))
         self.register_buffer("z_0", torch.zeros(z_dim))
         self._d_cache = None
@@ -141,7 +146,7 @@ class SRNN(PyroModule):
                 and grad_mode == torch.is_grad_enabled()
             ):
                 return d
-        u = shift_right(x, self.x_0)  # [batch, time, x_dim]: x_{t-1}
+        u = self.input_dropout(shift_right(x, self.x_0))  # [batch, time, x_dim]: x_{t-1}
         d, _ = d_rnn(u)  # [batch, time, d_dim]
         return d
 
@@ -230,6 +235,14 @@ class SRNN(PyroModule):
         """
         if num_sequences < 1 or num_steps < 1:
             raise ValueError("num_sequences and num_steps must be >= 1")
+        was_training = self.training
+        self.eval()
+        try:
+            return self._generate(num_sequences, num_steps, mean_frames)
+        finally:
+            self.train(was_training)
+
+    def _generate(self, num_sequences, num_steps, mean_frames):
         n = num_sequences
         h = None  # GRU state [1, n, d_dim]
         x_prev = self.x_0.expand(n, self.x_dim)

@@ -40,9 +40,10 @@ class MLP(nn.Module):
     :param hidden_dims: hidden layer sizes (may be empty).
     :param int output_dim: output size.
     :param activation: activation module class between layers.
+    :param float dropout: dropout after each hidden activation.
     """
 
-    def __init__(self, input_dim, hidden_dims, output_dim, activation=nn.ReLU):
+    def __init__(self, input_dim, hidden_dims, output_dim, activation=nn.ReLU, dropout=0.0):
         super().__init__()
         dims = [input_dim] + list(hidden_dims) + [output_dim]
         layers = []
@@ -50,6 +51,8 @@ class MLP(nn.Module):
             layers.append(nn.Linear(n_in, n_out))
             if i < len(dims) - 2:
                 layers.append(activation())
+                if dropout > 0:
+                    layers.append(nn.Dropout(dropout))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):

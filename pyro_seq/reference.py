@@ -36,7 +36,7 @@ def srnn_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False):
     batch, time, _ = x.shape
     lengths = mask.sum(-1)  # [batch]
     # deterministic layer
-    d, _ = model.d_rnn(shift_right(x, model.x_0))  # [batch, time, d_dim]
+    d, _ = model.d_rnn(model.input_dropout(shift_right(x, model.x_0)))  # [batch, time, d_dim]
     # guide summaries
     xd = torch.cat([d, x], dim=-1)  # [batch, time, d_dim + x_dim]
     if guide.kind == "smoother":

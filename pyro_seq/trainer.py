@@ -189,6 +189,7 @@ class Trainer:
     :param float clip_norm: gradient clipping of the default optimiser.
     :param float lrd: per-step learning-rate decay factor of the default optimiser.
     :param tuple betas: Adam betas of the default optimiser.
+    :param float weight_decay: L2 weight decay of the default optimiser.
     :param device: device the modules and batches are moved to.
     :param out_dir: directory for ``log.jsonl``, ``last.pt`` and ``best.pt``; ``None`` writes
         nothing.
@@ -220,6 +221,7 @@ class Trainer:
         clip_norm: float = 10.0,
         lrd: float = 1.0,
         betas: Tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
         device: Union[str, torch.device] = "cpu",
         out_dir: Optional[Union[str, os.PathLike]] = None,
         seed: Optional[int] = 0,
@@ -246,7 +248,13 @@ class Trainer:
         self.initial_lr = float(lr)
         if optim is None:
             optim = pyro.optim.ClippedAdam(
-                {"lr": float(lr), "betas": tuple(betas), "clip_norm": float(clip_norm), "lrd": float(lrd)}
+                {
+                    "lr": float(lr),
+                    "betas": tuple(betas),
+                    "clip_norm": float(clip_norm),
+                    "lrd": float(lrd),
+                    "weight_decay": float(weight_decay),
+                }
             )
         self.optim = optim
         self.out_dir = None if out_dir is None else Path(out_dir)

@@ -14,11 +14,19 @@ def shared_data_root():
     return Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+JSB_RELPATH = Path("polyphonic_music") / "tcn_mat" / "JSB_Chorales.mat"
+
+
+def jsb_available():
+    return (shared_data_root() / JSB_RELPATH).is_file()
+
+
 @pytest.fixture
 def data_root():
+    """The shared data root; skips the test when the JSB file is not under it."""
     root = shared_data_root()
-    if not (root / "polyphonic_music").is_dir():
-        pytest.skip(f"shared benchmark data not found under {root} (set PYRO_SEQ_DATA)")
+    if not (root / JSB_RELPATH).is_file():
+        pytest.skip(f"{JSB_RELPATH} not found under {root} (set PYRO_SEQ_DATA to a data root)")
     return root
 
 
@@ -36,6 +44,20 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+def pytest_collection_modifyitems(config, items):
+    # cuda tests skip without a GPU; slow tests run with `-m slow` or PYRO_SEQ_SLOW=1
+    run_slow = "slow" in (config.getoption("markexpr", default="") or "") or (
+        os.environ.get("PYRO_SEQ_SLOW") == "1"
+    )
+    skip_slow = pytest.mark.skip(reason="slow: run with -m slow or PYRO_SEQ_SLOW=1")
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_cuda)
 
 
 def pytest_configure(config):

@@ -5,15 +5,16 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
+from conftest import jsb_available, shared_data_root
 import torch
 
 from pyro_seq.checkpoint import load_checkpoint
 from pyro_seq.cli import MODELS, main, resolve_device
 from pyro_seq.midi import piano_roll_png, write_midi
 
-DATA_ROOT = Path(os.environ.get("PYRO_SEQ_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+DATA_ROOT = shared_data_root()
 needs_jsb = pytest.mark.skipif(
-    not (DATA_ROOT / "polyphonic_music" / "tcn_mat" / "JSB_Chorales.mat").exists(),
+    not jsb_available(),
     reason=f"JSB Chorales not found under {DATA_ROOT}",
 )
 

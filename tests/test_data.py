@@ -30,22 +30,6 @@ from pyro_seq.data import (
 from pyro_seq.data import download as download_module
 
 
-def _shared_root():
-    env = os.environ.get("PYRO_SEQ_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-@pytest.fixture
-def shared_root():
-    root = _shared_root()
-    if not (root / DATASETS["jsb"].relpath).is_file():
-        pytest.skip(
-            f"shared JSB data not found at {root / DATASETS['jsb'].relpath} "
-            "(set PYRO_SEQ_DATA to a data root holding polyphonic_music/tcn_mat/JSB_Chorales.mat)"
-        )
-    return root
 
 
 # ----------------------------------------------------------------------------- data root
@@ -177,8 +161,8 @@ def test_fetch_rejects_bad_relpath(tmp_path, bad):
 # ----------------------------------------------------------------------------- music
 
 
-def test_jsb_counts(shared_root):
-    data = load_music("jsb", data_root=shared_root, download=False)
+def test_jsb_counts(data_root):
+    data = load_music("jsb", data_root=data_root, download=False)
     expected = {"train": (229, 13807), "valid": (76, 4602), "test": (77, 4725)}
     for split, (n, frames) in expected.items():
         ds = data[split]
@@ -194,8 +178,8 @@ def test_jsb_counts(shared_root):
     assert active.min() == 43 and active.max() == 96
 
 
-def test_jsb_single_split_via_env(shared_root, monkeypatch):
-    monkeypatch.setenv("PYRO_SEQ_DATA", str(shared_root))
+def test_jsb_single_split_via_env(data_root, monkeypatch):
+    monkeypatch.setenv("PYRO_SEQ_DATA", str(data_root))
     ds = load_music("jsb", "valid", download=False)
     assert len(ds) == 76 and ds.num_frames == 4602
 
@@ -336,15 +320,8 @@ def test_chorales_corrupt_cache(tmp_path):
         load_music("chorales", "train", data_root=tmp_path, download=False)
 
 
-@pytest.fixture
-def slow_enabled(request):
-    markexpr = request.config.getoption("markexpr", default="") or ""
-    if "slow" not in markexpr and os.environ.get("PYRO_SEQ_SLOW") != "1":
-        pytest.skip("full chorales build (~1 min): run with -m slow or PYRO_SEQ_SLOW=1")
-
-
 @pytest.mark.slow
-def test_chorales_full_build(tmp_path, slow_enabled):
+def test_chorales_full_build(tmp_path):
     pytest.importorskip("music21")
     data = load_music("chorales", data_root=tmp_path)
     counts = {s: len(d) for s, d in data.items()}
@@ -462,8 +439,8 @@ def test_make_batches_max_length_and_tensors():
     assert batches[1].x.shape == (1, 64, 88)
 
 
-def test_make_batches_on_music_dataset(shared_root):
-    train = load_music("jsb", "train", data_root=shared_root, download=False)
+def test_make_batches_on_music_dataset(data_root):
+    train = load_music("jsb", "train", data_root=data_root, download=False)
     it = make_batches(train, batch_size=20, shuffle=True, seed=0, epoch=0)
     assert len(it) == 12
     assert sum(b.num_frames for b in it) == 13807

@@ -34,9 +34,11 @@ def ragged_batch(likelihood="bernoulli", seed=0):
     return x * mask[..., None], mask
 
 
-def tiny(fast=True, kind="smoother", res_q=True, likelihood="bernoulli"):
+def tiny(fast=True, kind="smoother", res_q=True, likelihood="bernoulli", dropout=0.0):
     torch.manual_seed(1)
-    model = SRNN(x_dim=D, d_dim=4, z_dim=3, hidden_dim=6, fast=fast, likelihood=likelihood)
+    model = SRNN(
+        x_dim=D, d_dim=4, z_dim=3, hidden_dim=6, fast=fast, likelihood=likelihood, dropout=dropout
+    )
     guide = SRNNGuide(model, kind=kind, res_q=res_q)
     return model, guide
 
@@ -72,6 +74,23 @@ def test_pyro_elbo_equals_hand_written(float64, fast, kind, res_q, likelihood):
     assert_same(pyro_result, ref_result)
     # every parameter gets a gradient
     assert all(g.abs().sum() > 0 for g in pyro_result[1])
+
+
+def test_dropout_matches_hand_written_and_is_off_in_eval(float64):
+    x, mask = ragged_batch()
+    model, guide = tiny(dropout=0.5)
+    pyro_result = loss_and_grads(
+        lambda: Trace_ELBO().differentiable_loss(model, guide, x, mask), model, guide
+    )
+    ref_result = loss_and_grads(lambda: -srnn_elbo(model, guide, x, mask).sum(), model, guide)
+    assert_same(pyro_result, ref_result)
+    model.eval()
+    no_dropout, _ = tiny()
+    pyro.set_rng_seed(5)
+    a = srnn_elbo(model, guide, x, mask)
+    pyro.set_rng_seed(5)
+    b = srnn_elbo(no_dropout, guide, x, mask)
+    assert torch.allclose(a, b)
 
 
 @pytest.mark.parametrize("kind", ["smoother", "filter"])
