@@ -9,8 +9,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 OUT="${PYRO_SEQ_OUT:-runs/srnn_chorales}"
+# the configuration that gave the best JSB test bound in BENCHMARKS.md (small SRNN, dropout 0.3)
 pyro-seq train srnn --data chorales --out "$OUT" \
-  --epochs 60 --lr 1e-3 --lrd 0.9998 --warmup-start 0.2 --warmup-steps 500 \
-  --patience 15 --seed 0 --eval-samples 100 "$@"
+  --d-dim 128 --z-dim 32 --a-dim 128 --hidden-dim 256 --dropout 0.3 \
+  --epochs 150 --lr 1e-3 --lrd 0.9998 --warmup-start 0.2 --warmup-steps 1000 \
+  --patience 20 --seed 0 --eval-samples 100 "$@"
 pyro-seq sample "$OUT/best.pt" --num 4 --steps 64 --out "$OUT/samples"
 echo "samples (piano-roll PNG + MIDI) in $OUT/samples; training log in $OUT/log.jsonl"

@@ -99,7 +99,7 @@ def main(argv=None):
     x = torch.as_tensor(test[0]).unsqueeze(0)  # [1, time, 88]
     kl = kl_per_step(model, guide, x)
     fig, ax = plt.subplots(2, 1, figsize=(8, 4), sharex=True)
-    ax[0].imshow(x[0].T, aspect="auto", origin="lower", cmap="Greys", interpolation="nearest")
+    ax[0].imshow(x[0].T.numpy(), aspect="auto", origin="lower", cmap="Greys", interpolation="nearest")
     ax[0].set_ylabel("key")
     ax[1].plot(kl.numpy())
     ax[1].set_ylabel("KL (nats)")
