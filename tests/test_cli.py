@@ -129,3 +129,45 @@ def test_piano_roll_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError):
         piano_roll_png(torch.zeros(3), tmp_path / "bad.png")
+
+
+@needs_jsb
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """A real ``pyro-seq train`` process is SIGKILLed mid-run, then continued with ``--resume``."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "pyro_seq", "train", "srnn", *TINY, "--eval-samples", "0"]
+    proc = subprocess.Popen(cmd + ["--out", str(out), "--epochs", "1000"], env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if (out / "log.jsonl").exists() and len(_epoch_lines(out)) >= 2:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the training process wrote no checkpoint in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = load_checkpoint(out / "last.pt")["epoch"]  # the last complete checkpoint
+    assert done >= 1
+    epochs = done + 2
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert _train(out, epochs, "--resume", "--eval-samples", "0") == 0
+        straight = tmp_path / "straight"
+        assert _train(straight, epochs, "--eval-samples", "0") == 0
+    finally:
+        torch.set_num_threads(threads)
+    resumed, other = load_checkpoint(out / "last.pt"), load_checkpoint(straight / "last.pt")
+    assert resumed["epoch"] == other["epoch"] == epochs
+    for key in ("model", "guide"):
+        for name, value in other[key].items():
+            assert torch.allclose(resumed[key][name], value, atol=1e-6, rtol=0), name
+    assert [r["epoch"] for r in _epoch_lines(out)] == list(range(1, epochs + 1))
