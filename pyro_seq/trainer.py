@@ -15,7 +15,6 @@ optimiser state; after ``max_bad_steps`` consecutive skips training stops with
 :class:`NonFiniteLossError`.
 """
 
-import importlib.util
 import json
 import logging
 import math
@@ -33,9 +32,10 @@ from pyro.infer.util import zero_grads
 from torch.distributions import constraints
 from tqdm.auto import tqdm
 
+from pyro_seq.bounds import evaluate
 from pyro_seq.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 
-__all__ = ["Trainer", "NonFiniteLossError", "bound_value", "default_eval_fn", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "LOG_FILE"]
+__all__ = ["Trainer", "NonFiniteLossError", "default_eval_fn", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "LOG_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,49 +105,18 @@ def _constraint_name(constraint) -> Optional[str]:
     return None
 
 
-def bound_value(entry: Dict[str, Any], normalisation: str = "total") -> float:
-    """
-    One normalisation of a bound from :func:`pyro_seq.bounds.evaluate`'s result.
-
-    Accepts both key spellings: ``"total"``/``"seq_mean"`` (what ``bounds.evaluate`` returns) and
-    ``"nats_per_frame_total"``/``"nats_per_frame_seq_mean"`` (DESIGN.md).
-
-    :param dict entry: e.g. ``result["elbo"]``.
-    :param str normalisation: ``"total"`` (total nats / total frames) or ``"seq_mean"`` (mean over
-        sequences of per-sequence per-frame values).
-    """
-    for key in (normalisation, f"nats_per_frame_{normalisation}"):
-        if key in entry:
-            return float(entry[key])
-    raise KeyError(f"bound entry has no {normalisation!r} value: keys {sorted(entry)}")
-
-
 def default_eval_fn(num_samples: int = 1) -> Callable:
     """
-    The default validation bound: :func:`pyro_seq.bounds.evaluate` (``elbo`` entry,
-    ``nats_per_frame_total``) when that module exists, else a plain
-    :class:`pyro.infer.Trace_ELBO` (β = 1) summed over batches and divided by the number of real
-    frames.
+    The default validation bound: the negative ELBO of :func:`pyro_seq.bounds.evaluate` in nats
+    per frame, total nats / total frames.
 
     :param int num_samples: samples per sequence for the bound.
-    :returns: a callable ``(model, guide, batches) -> float`` (nats per frame, lower is better),
-        called under :func:`torch.no_grad`.
+    :returns: a callable ``(model, guide, batches) -> float`` (lower is better), called under
+        :func:`torch.no_grad`.
     """
 
     def eval_fn(model, guide, batches) -> float:
-        if importlib.util.find_spec("pyro_seq.bounds") is not None:
-            from pyro_seq import bounds
-
-            if hasattr(bounds, "evaluate"):
-                result = bounds.evaluate(model, guide, batches, num_samples=num_samples)
-                return bound_value(result["elbo"], "total")
-        elbo = pyro.infer.Trace_ELBO(num_particles=num_samples)
-        total_nats, total_frames = 0.0, 0.0
-        for batch in batches:
-            x, mask = _unpack(batch)
-            total_nats += float(elbo.loss(model, guide, x, mask))
-            total_frames += float(mask.sum())
-        return total_nats / max(total_frames, 1.0)
+        return evaluate(model, guide, batches, num_samples=num_samples)["elbo"]["total"]
 
     return eval_fn
 
