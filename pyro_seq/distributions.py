@@ -119,17 +119,26 @@ class MarkovGaussianChain(TorchDistribution):
         return self._mask_and_sum(gaussian_log_prob(value, loc, scale).sum(-1))
 
 
-@register_kl(MarkovGaussianChain, MarkovGaussianChain)
-def _kl_chain_chain(q, p):
+def kl_per_step(q, p):
     r"""
-    Semi-analytic KL used by :class:`~pyro.infer.TraceMeanField_ELBO`: along the
-    path last sampled from ``q``,
-    :math:`\sum_t \mathrm{KL}\big(q(z_t \mid z_{t-1}) \,\|\, p(z_t \mid z_{t-1})\big)`,
-    an unbiased one-sample estimate of :math:`\mathrm{KL}(q \| p)` with lower
-    variance than :math:`\log q - \log p` (the estimator of Fraccaro et al. 2016).
+    :math:`\mathrm{KL}\big(q(z_t \mid z_{t-1}) \,\|\, p(z_t \mid z_{t-1})\big)` for each
+    step along the path last sampled from ``q`` (unmasked).
+
+    :returns: ``[batch, T]``
     """
     if q._cache is None:
         raise NotImplementedError("KL needs a path sampled from q first")
     value, loc_q, scale_q = q._cache
     loc_p, scale_p = p.params(value)
-    return q._mask_and_sum(gaussian_kl(loc_q, scale_q, loc_p, scale_p).sum(-1))
+    return gaussian_kl(loc_q, scale_q, loc_p, scale_p).sum(-1)
+
+
+@register_kl(MarkovGaussianChain, MarkovGaussianChain)
+def _kl_chain_chain(q, p):
+    r"""
+    Semi-analytic KL used by :class:`~pyro.infer.TraceMeanField_ELBO`: the masked
+    sum over steps of :func:`kl_per_step`, an unbiased one-sample estimate of
+    :math:`\mathrm{KL}(q \| p)` with lower variance than :math:`\log q - \log p`
+    (the estimator of Fraccaro et al. 2016).
+    """
+    return q._mask_and_sum(kl_per_step(q, p))

@@ -95,7 +95,7 @@ class SRNNGuide(PyroModule):
         a_rev, _ = self.a_rnn(reverse_padded(xd, lengths))  # [batch, time, a_dim]
         return reverse_padded(a_rev, lengths)  # [batch, time, a_dim]
 
-    def transition_fns(self, x, mask, lengths):
+    def transition_fns(self, x, lengths):
         """
         The posterior transition, as ``(step_fn, path_fn)`` for
         :class:`~pyro_seq.distributions.MarkovGaussianChain`.
@@ -123,6 +123,20 @@ class SRNNGuide(PyroModule):
 
         return step_fn, path_fn
 
+    def posterior_chain(self, x, mask, lengths):
+        """
+        The posterior :math:`q(z_{1:T} \\mid x_{1:T})` as one distribution
+        (the twin of :meth:`~pyro_seq.models.SRNN.prior_chain`).
+
+        :param torch.Tensor x: ``[batch, time, x_dim]``, checked.
+        :param torch.Tensor mask: ``[batch, time]`` bool.
+        :param torch.Tensor lengths: ``[batch]``.
+        """
+        model = self.model
+        step_fn, path_fn = self.transition_fns(x, lengths)
+        z_init = model.z_0.expand(x.shape[0], model.z_dim)  # [batch, z_dim]
+        return MarkovGaussianChain(z_init, step_fn, path_fn, x.shape[1], mask)
+
     def forward(self, x, mask=None):
         """
         :param torch.Tensor x: ``[batch, time, x_dim]``
@@ -132,13 +146,12 @@ class SRNNGuide(PyroModule):
         model = self.model
         x, mask, lengths = model.check(x, mask)
         batch, time, _ = x.shape
-        step_fn, path_fn = self.transition_fns(x, mask, lengths)
-        z_init = model.z_0.expand(batch, model.z_dim)  # [batch, z_dim]
         with pyro.plate("sequences", batch, dim=-1):
             if model.fast:
-                chain = MarkovGaussianChain(z_init, step_fn, path_fn, time, mask)
+                chain = self.posterior_chain(x, mask, lengths)
                 return pyro.sample("z", chain)  # [batch, time, z_dim]
-            z_prev, zs = z_init, []
+            step_fn, _ = self.transition_fns(x, lengths)
+            z_prev, zs = model.z_0.expand(batch, model.z_dim), []  # [batch, z_dim]
             for t in pyro.markov(range(time)):
                 loc, scale = step_fn(z_prev, t)  # [batch, z_dim]
                 z_prev = pyro.sample(

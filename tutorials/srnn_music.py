@@ -31,22 +31,21 @@ from pyro.optim import ClippedAdam  # noqa: E402
 
 from pyro_seq.bounds import evaluate  # noqa: E402
 from pyro_seq.data import load_music, make_batches  # noqa: E402
+from pyro_seq.distributions import kl_per_step  # noqa: E402
 from pyro_seq.guides import SRNNGuide  # noqa: E402
 from pyro_seq.losses import LinearSchedule, WarmupTraceMeanField_ELBO  # noqa: E402
 from pyro_seq.midi import piano_roll_png  # noqa: E402
 from pyro_seq.models import SRNN  # noqa: E402
-from pyro_seq.nn import gaussian_kl  # noqa: E402
 
 
-def kl_per_step(model, guide, x):
+def posterior_kl_per_step(model, guide, x):
     """KL(q(z_t | z_{t-1}, x) || p(z_t | z_{t-1}, d_t)) along one posterior path: ``[time]``."""
     with torch.no_grad():
-        z = guide(x)  # [1, time, z_dim]
-        step_fn, path_fn = guide.transition_fns(x, None, torch.tensor([x.shape[1]]))
-        chain = model.prior_chain(model.deterministic(x))
-        loc_q, scale_q = path_fn(chain.previous(z))
-        loc_p, scale_p = chain.params(z)
-        return gaussian_kl(loc_q, scale_q, loc_p, scale_p).sum(-1)[0]
+        x, mask, lengths = model.check(x)
+        q = guide.posterior_chain(x, mask, lengths)  # computes d_t and shares it with the model
+        q.rsample()
+        p = model.prior_chain(model.deterministic(x), mask)
+        return kl_per_step(q, p)[0]
 
 
 def main(argv=None):
@@ -97,7 +96,7 @@ def main(argv=None):
 
     # 5. pictures: KL per time step of one test piece, and a generated piece
     x = torch.as_tensor(test[0]).unsqueeze(0)  # [1, time, 88]
-    kl = kl_per_step(model, guide, x)
+    kl = posterior_kl_per_step(model, guide, x)
     fig, ax = plt.subplots(2, 1, figsize=(8, 4), sharex=True)
     ax[0].imshow(x[0].T.numpy(), aspect="auto", origin="lower", cmap="Greys", interpolation="nearest")
     ax[0].set_ylabel("key")
