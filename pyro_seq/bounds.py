@@ -13,26 +13,49 @@ model's batch plate is the rightmost dim). From :math:`K` weights:
 
 - ELBO: :math:`\\frac{1}{K} \\sum_k \\log w^{(k)}` (an unbiased estimate of the ELBO);
 - importance-sampled bound: :math:`\\log \\frac{1}{K} \\sum_k w^{(k)}`
-  (Burda et al. 2016, arXiv:1509.00519), tighter as :math:`K` grows.
+  (Burda et al. 2016), tighter as :math:`K` grows and consistent as
+  :math:`K \\to \\infty`. :func:`importance_bounds` computes both per sequence
+  for any :math:`K` (thousands) in chunks of at most ``max_frames`` frames,
+  with a running log-sum-exp, so memory does not grow with :math:`K`.
 
-Both are reported as negative log-likelihoods in nats per frame, under the two
-normalisations in use in the literature:
+Both are reported as negative log-likelihoods under three normalisations:
 
 - ``total``: total nats over the split / total frames (Pyro's DMM example);
 - ``seq_mean``: mean over sequences of each sequence's nats per frame
-  (the SRNN paper's code).
+  (the SRNN paper's code);
+- ``per_sequence``: total nats / number of sequences (nats per data point,
+  e.g. per image for sequential MNIST).
+
+:class:`IWAELoss` is the importance-weighted bound as a training objective
+for :class:`~pyro_seq.trainer.Trainer` (or :class:`~pyro.infer.SVI`).
+
+**References**
+
+[1] Yuri Burda, Roger Grosse, Ruslan Salakhutdinov, "Importance Weighted
+    Autoencoders", ICLR 2016, arXiv:1509.00519.
 """
 
 import math
 
 import pyro.poutine as poutine
+from pyro.poutine.util import site_is_subsample
 import torch
 
+#: Default bound on ``particles * batch * time`` per pass of :func:`log_importance_weights`.
+DEFAULT_MAX_FRAMES = 1 << 16
 
-def _per_sequence_log_prob(trace, batch):
+
+def _per_sequence_log_prob(trace, batch, observed=None):
+    """
+    Sum over the sample sites of a trace (with ``log_prob`` computed) of each
+    sequence's log density, ``[batch]``; ``observed`` keeps only the observed
+    (True) or latent (False) sites.
+    """
     total = 0.0
     for name, site in trace.nodes.items():
         if site["type"] != "sample":
+            continue
+        if observed is not None and bool(site["is_observed"]) != observed:
             continue
         log_p = site["log_prob"]
         if log_p.dim() == 0:
@@ -46,67 +69,151 @@ def _per_sequence_log_prob(trace, batch):
     return total
 
 
+def trace_log_weights(model, guide, x, mask):
+    """
+    One guide sample per row and its log importance weight (differentiable).
+
+    :param torch.Tensor x: ``[rows, time, x_dim]``
+    :param torch.Tensor mask: ``[rows, time]``
+    :returns: ``(log_w, log_likelihood)``, each ``[rows]``: :math:`\\log p(x, z) - \\log q(z \\mid x)`
+        and its observed part :math:`\\log p(x \\mid z)`.
+    """
+    rows = x.shape[0]
+    guide_trace = poutine.trace(guide).get_trace(x, mask)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, mask)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    log_likelihood = _per_sequence_log_prob(model_trace, rows, observed=True)  # [rows]
+    log_prior = _per_sequence_log_prob(model_trace, rows, observed=False)  # [rows]
+    log_q = _per_sequence_log_prob(guide_trace, rows)  # [rows]
+    for name, site in guide_trace.nodes.items():
+        if (
+            site["type"] == "sample"
+            and not site["is_observed"]
+            and not site_is_subsample(site)
+            and not site["fn"].has_rsample
+        ):
+            raise NotImplementedError(
+                f"guide site {name!r} is not reparameterisable; importance-weighted "
+                "gradients need reparameterised guide samples"
+            )
+    zero = x.new_zeros(rows)  # [rows]: a trace without observed or latent sites
+    log_w = zero + log_likelihood + log_prior - log_q  # [rows]
+    return log_w, zero + log_likelihood
+
+
+def particles_per_chunk(num_samples, batch, time, chunk_size=None, max_frames=None):
+    """
+    How many samples of a ``[batch, time]`` batch one pass draws: ``chunk_size``
+    if given, else as many as keep ``samples * batch * time <= max_frames``
+    (at least one).
+    """
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        return min(chunk_size, num_samples)
+    max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
+    return max(1, min(num_samples, max_frames // (batch * time)))
+
+
+def _chunks(model, guide, x, mask, num_samples, chunk_size, max_frames):
+    """Yield ``[k, batch]`` log weights, ``k`` samples per pass, ``num_samples`` in all."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    batch, time = x.shape[:2]
+    if mask is None:
+        mask = torch.ones(batch, time, dtype=torch.bool, device=x.device)
+    per_chunk = particles_per_chunk(num_samples, batch, time, chunk_size, max_frames)
+    done = 0
+    while done < num_samples:
+        k = min(per_chunk, num_samples - done)
+        xk = x.repeat(k, 1, 1)  # [k * batch, time, x_dim]: row k' * batch + b
+        mk = mask.repeat(k, 1)  # [k * batch, time]
+        log_w, _ = trace_log_weights(model, guide, xk, mk)  # [k * batch]
+        yield log_w.reshape(k, batch)  # [k, batch]
+        done += k
+
+
 @torch.no_grad()
-def log_importance_weights(model, guide, x, mask=None, num_samples=1, chunk_size=None):
+def log_importance_weights(
+    model, guide, x, mask=None, num_samples=1, chunk_size=None, max_frames=None
+):
     """
     Log importance weights of ``num_samples`` guide samples per sequence.
 
     Samples are drawn in parallel by repeating the batch ``chunk_size`` times
-    (default: as many as keep one pass under 2**16 frames).
+    (default: as many as keep one pass under ``max_frames`` frames,
+    :data:`DEFAULT_MAX_FRAMES` by default).
 
     :param torch.Tensor x: ``[batch, time, x_dim]``
     :param torch.Tensor mask: ``[batch, time]``
     :returns: ``[num_samples, batch]`` tensor of :math:`\\log w`.
     """
-    batch, time = x.shape[:2]
-    if mask is None:
-        mask = torch.ones(batch, time, dtype=torch.bool, device=x.device)
-    if chunk_size is None:
-        chunk_size = max(1, min(num_samples, (1 << 16) // (batch * time)))
-    out = []
-    done = 0
-    while done < num_samples:
-        k = min(chunk_size, num_samples - done)
-        xk = x.repeat(k, 1, 1)  # [k * batch, time, x_dim]
-        mk = mask.repeat(k, 1)  # [k * batch, time]
-        guide_trace = poutine.trace(guide).get_trace(xk, mk)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(xk, mk)
-        model_trace.compute_log_prob()
-        guide_trace.compute_log_prob()
-        log_w = _per_sequence_log_prob(model_trace, k * batch) - _per_sequence_log_prob(
-            guide_trace, k * batch
-        )
-        out.append(log_w.reshape(k, batch))
-        done += k
-    return torch.cat(out, dim=0)
+    chunks = _chunks(model, guide, x, mask, num_samples, chunk_size, max_frames)
+    return torch.cat(list(chunks), dim=0)
+
+
+@torch.no_grad()
+def importance_bounds(
+    model, guide, x, mask=None, num_samples=1, chunk_size=None, max_frames=None
+):
+    """
+    Per-sequence ELBO and importance-weighted bound from ``num_samples`` guide
+    samples, in chunks (see :func:`log_importance_weights`) with a running
+    mean and log-sum-exp, so that memory is bounded by the chunk, not by
+    ``num_samples`` (thousands of samples per sequence are fine).
+
+    .. math::
+
+        \\mathrm{ELBO}_b = \\frac{1}{K} \\sum_{k=1}^{K} \\log w_b^{(k)}, \\qquad
+        \\mathrm{IWAE}_b = \\log \\frac{1}{K} \\sum_{k=1}^{K} w_b^{(k)}.
+
+    :returns: dict ``{"elbo": [batch], "iwae": [batch]}`` in nats (log-likelihood
+        bounds, higher is better).
+    """
+    total, running = 0.0, None
+    for log_w in _chunks(model, guide, x, mask, num_samples, chunk_size, max_frames):
+        total = total + log_w.sum(0)  # [batch]
+        lse = torch.logsumexp(log_w, 0)  # [batch]
+        running = lse if running is None else torch.logaddexp(running, lse)
+    return {"elbo": total / num_samples, "iwae": running - math.log(num_samples)}
+
+
+def iwae_log_likelihood(model, guide, x, mask=None, num_samples=1, chunk_size=None, max_frames=None):
+    """The importance-weighted bound of :func:`importance_bounds` alone, ``[batch]``."""
+    return importance_bounds(model, guide, x, mask, num_samples, chunk_size, max_frames)["iwae"]
 
 
 def normalise(log_likelihoods, lengths):
     """
-    Negative log-likelihood in nats per frame under both conventions.
+    Negative log-likelihood under the three conventions.
 
     :param torch.Tensor log_likelihoods: ``[num_sequences]`` per-sequence bounds (nats).
     :param torch.Tensor lengths: ``[num_sequences]`` frames per sequence.
-    :returns: dict with ``total`` (total nats / total frames) and ``seq_mean``
-        (mean of per-sequence nats per frame).
+    :returns: dict with ``total`` (total nats / total frames), ``seq_mean``
+        (mean of per-sequence nats per frame) and ``per_sequence`` (total nats /
+        number of sequences).
     """
     ll = log_likelihoods.double()
     lengths = lengths.double()
     return {
         "total": float(-ll.sum() / lengths.sum()),
         "seq_mean": float((-ll / lengths).mean()),
+        "per_sequence": float(-ll.mean()),
     }
 
 
-def evaluate(model, guide, batches, num_samples=1, chunk_size=None):
+def evaluate(model, guide, batches, num_samples=1, chunk_size=None, max_frames=None):
     """
     ELBO and importance-sampled bounds over a data split.
 
     :param batches: iterable of :class:`~pyro_seq.data.SequenceBatch` (``x``, ``mask``).
     :param int num_samples: :math:`K` guide samples per sequence.
+    :param int max_frames: bound on frames per pass (see :func:`importance_bounds`).
     :returns: dict ``{"elbo": {...}, "iwae": {...}, "num_samples", "num_sequences",
-        "num_frames"}``; each bound holds negative log-likelihoods in nats per
-        frame, ``total`` and ``seq_mean`` (see :func:`normalise`).
+        "num_frames"}``; each bound holds negative log-likelihoods, ``total`` and
+        ``seq_mean`` in nats per frame and ``per_sequence`` in nats per sequence
+        (see :func:`normalise`).
     """
     was_training = (model.training, guide.training)
     model.eval()
@@ -115,9 +222,9 @@ def evaluate(model, guide, batches, num_samples=1, chunk_size=None):
     try:
         for batch in batches:
             x, mask = batch[0], batch[1]
-            log_w = log_importance_weights(model, guide, x, mask, num_samples, chunk_size)
-            elbos.append(log_w.mean(0).cpu())
-            iwaes.append((torch.logsumexp(log_w, 0) - math.log(num_samples)).cpu())
+            bounds = importance_bounds(model, guide, x, mask, num_samples, chunk_size, max_frames)
+            elbos.append(bounds["elbo"].cpu())
+            iwaes.append(bounds["iwae"].cpu())
             lengths.append(mask.sum(-1).cpu())
     finally:
         model.train(was_training[0])
@@ -132,3 +239,92 @@ def evaluate(model, guide, batches, num_samples=1, chunk_size=None):
         "num_sequences": int(lengths.numel()),
         "num_frames": int(lengths.sum()),
     }
+
+
+# ------------------------------------------------------------ training loss
+
+
+def iwae_objective(log_w):
+    """
+    Per-sequence importance-weighted bound from particle-major log weights.
+
+    :param torch.Tensor log_w: ``[K, batch]``
+    :returns: ``[batch]``, :math:`\\log \\frac1K \\sum_k w^{(k)}`.
+    """
+    return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+
+
+class IWAELoss:
+    r"""
+    The importance-weighted bound (IWAE) as a training objective:
+
+    .. math::
+
+        \mathcal{L}_K(x) = \sum_b \mathbb{E}_{z^{(1:K)}_b \sim q}\Big[
+            \log \frac{1}{K} \sum_{k=1}^{K}
+            \frac{p(x_b, z^{(k)}_b)}{q(z^{(k)}_b \mid x_b)}\Big],
+
+    a log-mean-exp over the :math:`K` particles *of each sequence* (the batch
+    is repeated :math:`K` times, particle-major), then a sum over sequences.
+    Pyro's :class:`~pyro.infer.RenyiELBO` with :math:`\alpha = 0` instead takes
+    the log-mean-exp of the weights of the whole batch, a looser bound on
+    :math:`\sum_b \log p(x_b)`. With ``num_particles=1`` this is the ELBO
+    exactly (same value and gradients as :class:`~pyro.infer.Trace_ELBO` for the
+    same random numbers). Gradients use the reparameterised guide samples
+    (every latent guide site must have ``rsample``).
+
+    The interface is what :class:`~pyro_seq.trainer.Trainer` and
+    :class:`~pyro.infer.SVI` use: ``loss``, ``differentiable_loss`` and
+    ``loss_and_grads(model, guide, x, mask)``; ``step`` is set by the trainer
+    (unused), and ``last_terms`` holds detached sums over the batch of the
+    particle-averaged ``log_likelihood`` and ``kl`` (their difference is the
+    ELBO), the ``iwae`` bound itself and ``beta`` (always 1).
+
+    :param int num_particles: :math:`K`.
+
+    **References**
+
+    [1] Yuri Burda, Roger Grosse, Ruslan Salakhutdinov, "Importance Weighted
+        Autoencoders", ICLR 2016, arXiv:1509.00519.
+    """
+
+    beta = 1.0
+
+    def __init__(self, num_particles=2):
+        if num_particles < 1:
+            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        self.num_particles = int(num_particles)
+        self.step = 0
+        self.last_terms = {}
+
+    def differentiable_loss(self, model, guide, x, mask=None):
+        """:math:`-\\mathcal{L}_K`, summed over the batch, differentiable."""
+        batch, time = x.shape[:2]
+        if mask is None:
+            mask = torch.ones(batch, time, dtype=torch.bool, device=x.device)
+        k = self.num_particles
+        xk = x.repeat(k, 1, 1)  # [k * batch, time, x_dim]
+        mk = mask.repeat(k, 1)  # [k * batch, time]
+        log_w, log_likelihood = trace_log_weights(model, guide, xk, mk)  # [k * batch]
+        bound = iwae_objective(log_w.reshape(k, batch))  # [batch]
+        log_likelihood = log_likelihood.detach().reshape(k, batch).mean(0).sum()
+        elbo = log_w.detach().reshape(k, batch).mean(0).sum()
+        self.last_terms = {
+            "log_likelihood": log_likelihood,
+            "kl": log_likelihood - elbo,
+            "iwae": bound.detach().sum(),
+            "beta": 1.0,
+        }
+        return -bound.sum()
+
+    def loss(self, model, guide, x, mask=None):
+        """:math:`-\\mathcal{L}_K` as a float, without gradients."""
+        with torch.no_grad():
+            return float(self.differentiable_loss(model, guide, x, mask))
+
+    def loss_and_grads(self, model, guide, x, mask=None):
+        """:math:`-\\mathcal{L}_K` as a float; accumulates its gradients into the parameters."""
+        loss = self.differentiable_loss(model, guide, x, mask)
+        if loss.requires_grad:
+            loss.backward()
+        return float(loss.detach())

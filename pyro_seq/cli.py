@@ -25,12 +25,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["MODELS", "TRAIN_OPTIONS", "DATA_NAMES", "build_srnn", "load_model", "main", "resolve_device"]
+__all__ = ["MODELS", "TRAIN_OPTIONS", "DATA_NAMES", "build_srnn", "build_zforcing", "load_model", "main", "resolve_device"]
 
 logger = logging.getLogger("pyro_seq.cli")
 
-#: Data set names accepted by ``--data`` (see :func:`pyro_seq.data.load_music`).
-DATA_NAMES = ("chorales", "jsb", "nottingham", "musedata", "piano")
+#: Data set names accepted by ``--data`` (see :func:`pyro_seq.data.load_sequences`): music
+#: piano rolls, ``mnist`` (row-wise binarized MNIST, x_dim 28) and ``wav`` (the WAV files in the
+#: folder given by ``--data-root``, frames of 200 samples, x_dim 200).
+DATA_NAMES = ("chorales", "jsb", "nottingham", "musedata", "piano", "mnist", "wav")
 
 
 # --------------------------------------------------------------------------------------------
@@ -40,21 +42,36 @@ DATA_NAMES = ("chorales", "jsb", "nottingham", "musedata", "piano")
 
 def make_warmup_loss(config: Dict[str, Any]):
     """
-    The warm-up ELBO described by ``config`` (the ``"loss"`` entry of a run config)::
+    The training objective described by ``config`` (the ``"loss"`` entry of a run config)::
 
         {"elbo": "meanfield" | "trace", "warmup_start": 0.2, "warmup_steps": 1000,
-         "num_particles": 1}
-    """
-    from pyro_seq.losses import LinearSchedule, WarmupTrace_ELBO, WarmupTraceMeanField_ELBO
+         "num_particles": 1, "aux_weight": 0.0, "aux_start": None, "aux_steps": 0,
+         "backward_weight": 0.0}
 
-    elbos = {"trace": WarmupTrace_ELBO, "meanfield": WarmupTraceMeanField_ELBO}
+    A warm-up ELBO; with a non-zero ``aux_weight`` or ``backward_weight`` the Z-Forcing ELBO
+    (its auxiliary weight ramps linearly from ``aux_start``, default ``aux_weight``, to
+    ``aux_weight`` over ``aux_steps`` steps).
+    """
+    from pyro_seq import losses
+
     kind = config.get("elbo", "meanfield")
-    if kind not in elbos:
-        raise ValueError(f"loss elbo must be one of {sorted(elbos)}, got {kind!r}")
-    schedule = LinearSchedule(
+    if kind not in ("trace", "meanfield"):
+        raise ValueError(f"loss elbo must be one of ['meanfield', 'trace'], got {kind!r}")
+    schedule = losses.LinearSchedule(
         start=float(config.get("warmup_start", 0.2)), end=1.0, steps=int(config.get("warmup_steps", 1000))
     )
-    return elbos[kind](schedule=schedule, num_particles=int(config.get("num_particles", 1)))
+    kwargs = dict(schedule=schedule, num_particles=int(config.get("num_particles", 1)))
+    aux_weight = float(config.get("aux_weight", 0.0))
+    backward_weight = float(config.get("backward_weight", 0.0))
+    if aux_weight == 0.0 and backward_weight == 0.0:
+        cls = losses.WarmupTrace_ELBO if kind == "trace" else losses.WarmupTraceMeanField_ELBO
+        return cls(**kwargs)
+    aux_start = config.get("aux_start")
+    aux_schedule = losses.LinearSchedule(
+        start=aux_weight if aux_start is None else float(aux_start), end=aux_weight, steps=int(config.get("aux_steps", 0))
+    )
+    cls = losses.ZForcingTrace_ELBO if kind == "trace" else losses.ZForcingTraceMeanField_ELBO
+    return cls(aux_schedule=aux_schedule, backward_weight=backward_weight, **kwargs)
 
 
 def build_srnn(config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
@@ -74,8 +91,23 @@ def build_srnn(config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
     return model, guide, loss
 
 
+def build_zforcing(config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
+    """
+    Build a Z-Forcing model, its guide and its loss from a run config::
+
+        {"model": ZForcing kwargs, "guide": ZForcingGuide kwargs, "loss": see make_warmup_loss}
+    """
+    from pyro_seq.guides import ZForcingGuide
+    from pyro_seq.models import ZForcing
+
+    model = ZForcing(**config["model"])
+    guide = ZForcingGuide(model, **config.get("guide", {}))
+    loss = make_warmup_loss(config.get("loss", {}))
+    return model, guide, loss
+
+
 #: Model registry: kind -> builder ``config -> (model, guide, loss)``.
-MODELS: Dict[str, Callable[[Dict[str, Any]], Tuple[Any, Any, Any]]] = {"srnn": build_srnn}
+MODELS: Dict[str, Callable[[Dict[str, Any]], Tuple[Any, Any, Any]]] = {"srnn": build_srnn, "zforcing": build_zforcing}
 
 
 def _add_srnn_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,9 +120,23 @@ def _add_srnn_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--res-q", dest="res_q", action=argparse.BooleanOptionalAction, default=True, help="residual posterior mean (default on)")
     group.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli", help="emission (default bernoulli)")
     group.add_argument("--dropout", type=float, default=0.0, help="dropout on the GRU input and the emission MLP (default 0)")
+    _add_auxiliary_arguments(group)
+
+
+def _auxiliary_kind(args: argparse.Namespace) -> Optional[str]:
+    # --auxiliary default: record p_xi(b | z) only when its weight is used
+    if args.auxiliary is None:
+        return "z" if args.aux_weight > 0 else None
+    return None if args.auxiliary == "none" else args.auxiliary
+
+
+def _add_auxiliary_arguments(group) -> None:
+    group.add_argument("--auxiliary", choices=("z", "hz", "none"), default=None, help="inputs of the Z-Forcing auxiliary predictor p_xi(b_t | .) (default: z when --aux-weight > 0, else none)")
 
 
 def _srnn_config(args: argparse.Namespace, x_dim: int) -> Dict[str, Any]:
+    if args.backward_weight > 0:
+        raise ValueError("--backward-weight: the SRNN guide has no backward prediction head (Z-Forcing only)")
     return {
         "model": {
             "x_dim": x_dim,
@@ -100,13 +146,54 @@ def _srnn_config(args: argparse.Namespace, x_dim: int) -> Dict[str, Any]:
             "likelihood": args.likelihood,
             "dropout": args.dropout,
         },
-        "guide": {"kind": args.guide, "res_q": args.res_q, "a_dim": args.a_dim, "hidden_dim": args.hidden_dim},
+        "guide": {
+            "kind": args.guide,
+            "res_q": args.res_q,
+            "a_dim": args.a_dim,
+            "hidden_dim": args.hidden_dim,
+            "auxiliary": _auxiliary_kind(args),
+        },
+    }
+
+
+def _add_zforcing_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Z-Forcing")
+    group.add_argument("--emb-dim", type=int, default=128, help="frame embedding / latent projection size (default 128)")
+    group.add_argument("--h-dim", type=int, default=256, help="forward LSTM size (default 256)")
+    group.add_argument("--b-dim", type=int, default=None, help="backward LSTM size (default: --h-dim)")
+    group.add_argument("--z-dim", type=int, default=32, help="latent size (default 32)")
+    group.add_argument("--hidden-dim", type=int, default=256, help="MLP width (default 256)")
+    group.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli", help="emission (default bernoulli)")
+    group.add_argument("--dropout", type=float, default=0.0, help="dropout on the frame embedding and the emission MLP (default 0)")
+    _add_auxiliary_arguments(group)
+
+
+def _zforcing_config(args: argparse.Namespace, x_dim: int) -> Dict[str, Any]:
+    return {
+        "model": {
+            "x_dim": x_dim,
+            "emb_dim": args.emb_dim,
+            "h_dim": args.h_dim,
+            "z_dim": args.z_dim,
+            "hidden_dim": args.hidden_dim,
+            "likelihood": args.likelihood,
+            "dropout": args.dropout,
+        },
+        "guide": {
+            "b_dim": args.b_dim,
+            "hidden_dim": args.hidden_dim,
+            "auxiliary": _auxiliary_kind(args),
+            "backward_prediction": args.backward_weight > 0,
+        },
     }
 
 
 #: Training command-line options per kind: ``(add_arguments(parser), config_from_args(args, x_dim))``.
 #: ``config_from_args`` returns the ``"model"``/``"guide"`` part of the run config.
-TRAIN_OPTIONS: Dict[str, Tuple[Callable, Callable]] = {"srnn": (_add_srnn_arguments, _srnn_config)}
+TRAIN_OPTIONS: Dict[str, Tuple[Callable, Callable]] = {
+    "srnn": (_add_srnn_arguments, _srnn_config),
+    "zforcing": (_add_zforcing_arguments, _zforcing_config),
+}
 
 
 def load_model(path, device="cpu", kind: Optional[str] = None):
@@ -197,10 +284,9 @@ def _data_root(args_root: Optional[str], config: Dict[str, Any]) -> Optional[str
 
 
 def _load_split(name: str, split: str, data_root: Optional[str], limit: Optional[int] = None) -> List:
-    from pyro_seq.data import load_music
+    from pyro_seq.data import load_sequences
 
-    seqs = list(load_music(name, split, data_root=data_root))
-    return seqs[:limit] if limit else seqs
+    return list(load_sequences(name, split, data_root=data_root, limit=limit))
 
 
 def _evaluate(model, guide, sequences, batch_size: int, num_samples: int, device) -> Dict[str, Any]:
@@ -278,6 +364,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         "warmup_start": args.warmup_start,
         "warmup_steps": args.warmup_steps,
         "num_particles": args.num_particles,
+        "aux_weight": args.aux_weight,
+        "aux_start": args.aux_start,
+        "aux_steps": args.aux_steps,
+        "backward_weight": args.backward_weight,
     }
     config["data"] = {
         "name": args.data,
@@ -454,8 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     for kind, (add_arguments, _) in TRAIN_OPTIONS.items():
         p = kinds.add_parser(kind, help=f"train {kind}", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         g = p.add_argument_group("data")
-        g.add_argument("--data", choices=DATA_NAMES, default="jsb")
-        g.add_argument("--data-root", default=None, help="data root (default: $PYRO_SEQ_DATA, else ~/.cache/pyro_seq)")
+        g.add_argument("--data", choices=DATA_NAMES, default="jsb", help="music piano rolls (x_dim 88), mnist (row-wise binarized MNIST, x_dim 28) or wav (frames of 200 samples of the WAV files under --data-root, x_dim 200; use --likelihood gaussian)")
+        g.add_argument("--data-root", default=None, help="data root (default: $PYRO_SEQ_DATA, else ~/.cache/pyro_seq); for --data wav, the folder of WAV files (required)")
         g.add_argument("--max-train-sequences", type=_positive_int, default=None, help="use only the first N training sequences (smoke tests)")
         g.add_argument("--max-eval-sequences", type=_positive_int, default=None, help="use only the first N valid/test sequences (smoke tests)")
         g.add_argument("--max-length", type=_positive_int, default=None, help="cut training sequences into pieces of at most L frames (valid/test stay whole)")
@@ -471,6 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--num-particles", type=_positive_int, default=1)
         g.add_argument("--warmup-start", type=float, default=0.2, help="β at step 0")
         g.add_argument("--warmup-steps", type=int, default=1000, help="steps of linear β warm-up to 1")
+        g.add_argument("--aux-weight", type=float, default=0.0, help="Z-Forcing auxiliary cost weight w (0: off)")
+        g.add_argument("--aux-start", type=float, default=None, help="w at step 0, ramped linearly to --aux-weight (default: --aux-weight)")
+        g.add_argument("--aux-steps", type=int, default=0, help="steps of the linear ramp of w")
+        g.add_argument("--backward-weight", type=float, default=0.0, help="weight of the backward RNN's prediction loss (Z-Forcing only; 0: off)")
         g.add_argument("--patience", type=_positive_int, default=None, help="early stopping patience in epochs (default: off)")
         g.add_argument("--seed", type=int, default=0)
         g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
@@ -488,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "valid", "test"), default="test")
     p.add_argument("--num-samples", type=_positive_int, default=100, help="K for the importance-sampled bound")
     p.add_argument("--data", choices=DATA_NAMES, default=None, help="default: the checkpoint's data set")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", default=None, help="data root (default: $PYRO_SEQ_DATA, else the --data-root the run was trained with, else ~/.cache/pyro_seq); for --data wav, the folder of WAV files")
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--max-sequences", type=_positive_int, default=None, help="only the first N sequences")
     p.add_argument("--output", default=None, help="JSON output (default: next to the checkpoint)")

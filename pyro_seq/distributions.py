@@ -119,6 +119,47 @@ class MarkovGaussianChain(TorchDistribution):
         return self._mask_and_sum(gaussian_log_prob(value, loc, scale).sum(-1))
 
 
+class RecurrentGaussianChain(MarkovGaussianChain):
+    r"""
+    A Gaussian chain whose step parameters depend on the whole past
+    :math:`z_{<t}` through a recurrent state (Z-Forcing's
+    :math:`p(z_t \mid h_{t-1})` with :math:`h_t = \mathrm{LSTM}(h_{t-1}, [x_{t-1}, z_t])`):
+
+    .. math::
+
+        p(z_{1:T}) = \prod_{t=1}^{T} \mathcal{N}\big(z_t \mid \mu(h_{t-1}),
+        \operatorname{diag} \sigma^2(h_{t-1})\big)^{m_t}.
+
+    Same interface as :class:`MarkovGaussianChain`, except that ``path_fn``
+    receives the whole path ``z_{1:T}`` (it runs the recurrence over it):
+
+    :param callable step_fn: ``step_fn(z_prev [batch, z_dim], t) -> (loc, scale)``;
+        called for ``t = 0, 1, ...`` in order, so it may advance a recurrent
+        state with ``z_prev`` (``z_init`` at ``t = 0``).
+    :param callable path_fn: ``path_fn(z [batch, T, z_dim]) -> (loc, scale)``,
+        each ``[batch, T, z_dim]``.
+    :param callable on_sample: optional ``on_sample(z)`` called after each
+        :meth:`rsample` with the sampled path (e.g. to keep the recurrent states
+        the sampling loop computed).
+    """
+
+    def __init__(self, z_init, step_fn, path_fn, num_steps, mask=None, on_sample=None, validate_args=None):
+        super().__init__(z_init, step_fn, path_fn, num_steps, mask, validate_args=validate_args)
+        self.on_sample = on_sample
+
+    def rsample(self, sample_shape=torch.Size()):
+        value = super().rsample(sample_shape)
+        if self.on_sample is not None:
+            self.on_sample(value)
+        return value
+
+    def params(self, value):
+        cache = self._cache
+        if cache is not None and value is cache[0]:
+            return cache[1], cache[2]
+        return self.path_fn(value)
+
+
 def kl_per_step(q, p):
     r"""
     :math:`\mathrm{KL}\big(q(z_t \mid z_{t-1}) \,\|\, p(z_t \mid z_{t-1})\big)` for each

@@ -32,6 +32,17 @@ def softplus_scale(raw, min_scale=MIN_SCALE):
     return F.softplus(raw) + min_scale
 
 
+def bounded_loc_scale(out, min_scale=MIN_SCALE, max_loc=MAX_LOC, max_scale=MAX_SCALE):
+    """
+    Split ``out [..., 2 * z_dim]`` into a Gaussian ``(loc, scale)``: the mean soft-clamped
+    to ``(-max_loc, max_loc)``, the standard deviation in ``[min_scale, max_scale]``.
+    """
+    loc, raw_scale = out.chunk(2, dim=-1)  # [..., z_dim] each
+    loc = soft_clamp(loc, max_loc)
+    scale = softplus_scale(raw_scale, min_scale).clamp(max=max_scale)
+    return loc, scale
+
+
 class MLP(nn.Module):
     """
     A multilayer perceptron ``in -> hidden -> ... -> out``.
@@ -80,16 +91,25 @@ class GaussianTransition(nn.Module):
         chain can otherwise become expansive early in training and blow up
         over a few hundred steps (observed on JSB within 10 SVI steps).
     :param float max_scale: see ``max_loc``.
+    :param int input_dim: size of the sequential input (default ``z_dim``: the
+        previous latent). Z-Forcing's posterior reads ``h_{t-1}`` here instead.
     """
 
     def __init__(
-        self, z_dim, context_dim, hidden_dim, min_scale=MIN_SCALE, max_loc=MAX_LOC, max_scale=MAX_SCALE
+        self,
+        z_dim,
+        context_dim,
+        hidden_dim,
+        min_scale=MIN_SCALE,
+        max_loc=MAX_LOC,
+        max_scale=MAX_SCALE,
+        input_dim=None,
     ):
         super().__init__()
         self.z_dim = z_dim
         self.min_scale = min_scale
         self.max_loc, self.max_scale = max_loc, max_scale
-        self.lin_z = nn.Linear(z_dim, hidden_dim, bias=False)
+        self.lin_z = nn.Linear(z_dim if input_dim is None else input_dim, hidden_dim, bias=False)
         self.lin_context = nn.Linear(context_dim, hidden_dim)
         self.hidden = nn.Linear(hidden_dim, hidden_dim)
         self.loc_scale = nn.Linear(hidden_dim, 2 * z_dim)
@@ -113,14 +133,86 @@ class GaussianTransition(nn.Module):
         """
         h = torch.relu(self.lin_z(z_prev) + context_proj)  # [batch, hidden]
         h = torch.relu(self.hidden(h))  # [batch, hidden]
-        loc, raw_scale = self.loc_scale(h).chunk(2, dim=-1)  # [batch, z_dim] each
-        loc = soft_clamp(loc, self.max_loc)
-        scale = softplus_scale(raw_scale, self.min_scale).clamp(max=self.max_scale)
-        return loc, scale
+        return bounded_loc_scale(self.loc_scale(h), self.min_scale, self.max_loc, self.max_scale)
 
     def forward(self, z_prev, context_proj):
         """Same as :meth:`step` for any leading shape, e.g. ``[batch, time, z_dim]``."""
         return self.step(z_prev, context_proj)
+
+
+class GaussianHead(nn.Module):
+    """
+    A bounded diagonal Gaussian ``(loc, scale)`` from a two-layer MLP of an input
+    (Z-Forcing's prior :math:`p(z_t \\mid h_{t-1})`), with the clamps of
+    :class:`GaussianTransition` and its small initial last layer.
+
+    :param int input_dim: input size.
+    :param int z_dim: output (latent) size.
+    :param int hidden_dim: hidden width.
+    :param float min_scale: variance floor (standard deviation).
+    """
+
+    def __init__(self, input_dim, z_dim, hidden_dim, min_scale=MIN_SCALE, max_loc=MAX_LOC, max_scale=MAX_SCALE):
+        super().__init__()
+        self.min_scale, self.max_loc, self.max_scale = min_scale, max_loc, max_scale
+        self.net = MLP(input_dim, [hidden_dim], 2 * z_dim)
+        last = self.net.net[-1]
+        with torch.no_grad():
+            last.weight.mul_(0.1)
+            last.bias.zero_()
+
+    def forward(self, inputs):
+        """``inputs [..., input_dim] -> (loc, scale)``, each ``[..., z_dim]``."""
+        return bounded_loc_scale(self.net(inputs), self.min_scale, self.max_loc, self.max_scale)
+
+
+#: Bound on the auxiliary network's log-variance (Z-Forcing's p_xi(b | z)).
+MAX_LOG_VAR = 10.0
+
+
+class AuxiliaryGaussian(nn.Module):
+    r"""
+    Z-Forcing's auxiliary predictor :math:`p_\xi(b_t \mid z_t)` (or of
+    :math:`[h_{t-1}, z_t]`): a diagonal Gaussian over a target ``b`` whose mean and
+    log-variance come from a two-layer MLP; the log-variance is soft-clamped to
+    ``±MAX_LOG_VAR``.
+
+    :param int input_dim: size of the conditioning input.
+    :param int target_dim: size of ``b``.
+    :param int hidden_dim: hidden width.
+    """
+
+    def __init__(self, input_dim, target_dim, hidden_dim):
+        super().__init__()
+        self.net = MLP(input_dim, [hidden_dim], 2 * target_dim)
+
+    def forward(self, inputs):
+        """``inputs [..., input_dim] -> (loc, log_var)``, each ``[..., target_dim]``."""
+        loc, log_var = self.net(inputs).chunk(2, dim=-1)
+        return loc, soft_clamp(log_var, MAX_LOG_VAR)
+
+    def log_prob(self, target, inputs):
+        r""":math:`\log p_\xi(b \mid \cdot)` summed over the last dim: ``[...]``."""
+        loc, log_var = self(inputs)
+        return gaussian_log_prob(target, loc, (0.5 * log_var).exp()).sum(-1)
+
+
+def lstm_cell(gates_in, state, weight_hh):
+    """
+    One LSTM step in PyTorch's gate order (input, forget, cell, output), the same
+    maths as :class:`torch.nn.LSTM`, from precomputed input gates.
+
+    :param torch.Tensor gates_in: ``[batch, 4 * h_dim]``: ``W_ih u_t + b_ih + b_hh``.
+    :param tuple state: ``(h, c)``, each ``[batch, h_dim]``.
+    :param torch.Tensor weight_hh: ``[4 * h_dim, h_dim]``.
+    :returns: the new ``(h, c)``.
+    """
+    h, c = state
+    gates = gates_in + h @ weight_hh.t()  # [batch, 4 * h_dim]
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # [batch, h_dim]
+    h = torch.sigmoid(o) * torch.tanh(c)  # [batch, h_dim]
+    return h, c
 
 
 def reverse_padded(x, lengths):

@@ -1,5 +1,5 @@
 """
-Hand-written pure-PyTorch SRNN bound: no Pyro traces, sites or handlers.
+Hand-written pure-PyTorch SRNN and Z-Forcing bounds: no Pyro traces, sites or handlers.
 
 It uses the very same ``nn.Module`` children (and so the same parameter
 tensors) as :class:`~pyro_seq.models.SRNN` and :class:`~pyro_seq.guides.SRNNGuide`,
@@ -72,13 +72,75 @@ def srnn_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False):
         ).sum(-1)  # [batch, time]
     # emission, vectorised
     out = model.emitter(torch.cat([z, d], -1))  # [batch, time, out_dim]
-    if model.likelihood == "bernoulli":
-        log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(
-            out, x, reduction="none"
-        ).sum(-1)  # [batch, time]
-    else:
-        loc_x, raw = out.chunk(2, -1)
-        scale_x = torch.nn.functional.softplus(raw) + model.min_scale
-        log_lik = gaussian_log_prob(x, loc_x, scale_x).sum(-1)  # [batch, time]
+    log_lik = _emission_log_prob(model, out, x)  # [batch, time]
     per_step = (log_lik + beta * latent).masked_fill(~mask, 0.0)  # [batch, time]
     return per_step.sum(-1)  # [batch]
+
+
+def zforcing_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False):
+    """
+    Per-sequence (warm-up) ELBO of Z-Forcing with its guide, in plain PyTorch,
+    and the auxiliary terms, drawing noise in the same order as the Pyro model.
+
+    .. math::
+
+        \\mathcal{L}_\\beta(x) = \\sum_t m_t \\Big[\\log p(x_t \\mid h_t)
+            + \\beta \\big(\\log p(z_t \\mid h_{t-1}) - \\log q(z_t \\mid h_{t-1}, b_t)\\big)\\Big].
+
+    :param model: :class:`~pyro_seq.models.ZForcing`
+    :param guide: :class:`~pyro_seq.guides.ZForcingGuide`
+    :returns: ``(elbo [batch], aux_log_prob [batch] or None, backward_log_prob [batch] or None)``.
+    """
+    batch, time, _ = x.shape
+    lengths = mask.sum(-1)  # [batch]
+    b_rev, _ = guide.b_rnn(reverse_padded(x, lengths))
+    b = reverse_padded(b_rev, lengths)  # [batch, time, b_dim]
+    post_ctx = guide.posterior.project_context(b)  # [batch, time, hidden]
+    e_x = model.embed_dropout(model.x_embed(shift_right(x, model.x_0)))  # [batch, time, emb]
+    rnn, emb = model.rnn, model.emb_dim
+    gates_x = e_x @ rnn.weight_ih_l0[:, :emb].t() + rnn.bias_ih_l0 + rnn.bias_hh_l0  # [batch, time, 4h]
+    w_z, w_hh = rnn.weight_ih_l0[:, emb:], rnn.weight_hh_l0
+    h = c = x.new_zeros(batch, model.h_dim)
+    zs, hs, locs_q, scales_q = [], [], [], []
+    for t in range(time):
+        hs.append(h)  # h_{t-1}
+        loc, scale = guide.posterior.step(h, post_ctx[:, t])  # [batch, z_dim]
+        eps = _standard_normal(loc.shape, dtype=loc.dtype, device=loc.device)
+        z_t = loc + scale * eps
+        gates = gates_x[:, t] + model.z_embed(z_t) @ w_z.t() + h @ w_hh.t()  # [batch, 4h]
+        i, f, g, o = gates.chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        zs.append(z_t)
+        locs_q.append(loc)
+        scales_q.append(scale)
+    z, h_prev = torch.stack(zs, 1), torch.stack(hs, 1)  # [batch, time, .]
+    h_all = torch.cat([h_prev[:, 1:], h.unsqueeze(1)], 1)  # [batch, time, h_dim]: h_t
+    loc_q, scale_q = torch.stack(locs_q, 1), torch.stack(scales_q, 1)
+    loc_p, scale_p = model.prior(h_prev)  # [batch, time, z_dim]
+    if analytic_kl:
+        latent = -gaussian_kl(loc_q, scale_q, loc_p, scale_p).sum(-1)  # [batch, time]
+    else:
+        latent = (gaussian_log_prob(z, loc_p, scale_p) - gaussian_log_prob(z, loc_q, scale_q)).sum(-1)
+    out = model.emitter(h_all)  # [batch, time, out_dim]
+    log_lik = _emission_log_prob(model, out, x)  # [batch, time]
+    elbo = (log_lik + beta * latent).masked_fill(~mask, 0.0).sum(-1)  # [batch]
+    aux = backward = None
+    if guide.auxiliary is not None:
+        inputs = z if guide.auxiliary == "z" else torch.cat([h_prev, z], -1)
+        loc_b, log_var = guide.aux_net.net(inputs).chunk(2, -1)
+        log_var = 10.0 * torch.tanh(log_var / 10.0)
+        lp = gaussian_log_prob(b.detach(), loc_b, (0.5 * log_var).exp()).sum(-1)  # [batch, time]
+        aux = lp.masked_fill(~mask, 0.0).sum(-1)
+    if guide.backward_prediction:
+        lp = _emission_log_prob(model, guide.backward_head(b[:, 1:]), x[:, :-1])  # [batch, time - 1]
+        backward = lp.masked_fill(~mask[:, 1:], 0.0).sum(-1)
+    return elbo, aux, backward
+
+
+def _emission_log_prob(model, out, x):
+    if model.likelihood == "bernoulli":
+        return -torch.nn.functional.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
+    loc_x, raw = out.chunk(2, -1)
+    scale_x = torch.nn.functional.softplus(raw) + model.min_scale
+    return gaussian_log_prob(x, loc_x, scale_x).sum(-1)

@@ -47,6 +47,12 @@ LOG_FILE = "log.jsonl"
 Batches = Union[Iterable, Callable[[int], Iterable]]
 
 
+#: ``loss.last_terms`` entries the trainer handles itself; any other numeric entry is logged,
+#: per frame, or (``_WEIGHT_KEYS``) as its mean over the epoch.
+_TERM_KEYS = ("log_likelihood", "kl", "beta")
+_WEIGHT_KEYS = ("aux_weight",)
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised when too many consecutive SVI steps had a non-finite loss or gradient."""
 
@@ -504,6 +510,8 @@ class Trainer:
         except TypeError:
             total = None
         sums = {"loss": 0.0, "frames": 0.0, "ll": 0.0, "kl": 0.0, "term_frames": 0.0}
+        extra: Dict[str, float] = {}  # other entries of loss.last_terms (e.g. Z-Forcing's aux_log_prob)
+        extra_counts: Dict[str, int] = {}
         skipped = 0
         beta = None
         self.model.train()
@@ -534,6 +542,11 @@ class Trainer:
                 sums["ll"] += _to_float(terms.get("log_likelihood")) or 0.0
                 sums["kl"] += _to_float(terms.get("kl")) or 0.0
                 sums["term_frames"] += result["frames"]
+                for key, value in terms.items():
+                    if key not in _TERM_KEYS and _to_float(value) is not None:
+                        extra[key] = extra.get(key, 0.0) + _to_float(value)
+                        if key in _WEIGHT_KEYS:
+                            extra_counts[key] = extra_counts.get(key, 0) + 1
             beta = self._beta(terms)
             postfix = {"loss/frame": f"{result['loss'] / frames:.4f}"}
             if beta is not None:
@@ -562,6 +575,11 @@ class Trainer:
             "beta": beta,
             "skipped_steps": skipped,
         }
+        for key, total in extra.items():
+            if key in _WEIGHT_KEYS:  # a weight: its mean over the epoch's steps
+                stats[key] = total / extra_counts[key]
+            elif sums["term_frames"]:  # a log density: per frame
+                stats[f"{key}_per_frame"] = total / sums["term_frames"]
         return stats
 
     def fit(self, num_epochs: int) -> Dict[str, Any]:
@@ -607,7 +625,9 @@ class Trainer:
                 self.epoch,
                 self.global_step,
                 stats["train_loss_per_frame"],
-                "" if stats["kl_per_frame"] is None else f" (kl {stats['kl_per_frame']:.4f})",
+                ("" if stats["kl_per_frame"] is None else f" (kl {stats['kl_per_frame']:.4f}")
+                + ("" if "aux_log_prob_per_frame" not in stats else f", aux log p {stats['aux_log_prob_per_frame']:.3f}")
+                + ("" if stats["kl_per_frame"] is None else ")"),
                 "n/a" if valid is None else f"{valid:.4f}",
                 "n/a" if stats["beta"] is None else f"{stats['beta']:.3f}",
                 self.current_lr(),

@@ -61,3 +61,26 @@ def check_sequences(x, mask=None, x_dim=None, binary=False, name="x"):
             "then False): right-pad ragged sequences"
         )
     return x, mask, lengths
+
+
+def record(name, value, event_dim=1):
+    """
+    Record a tensor in the enclosing Pyro trace without adding it to any bound:
+    an observed, fully masked ``Delta`` site marked auxiliary (so that
+    :class:`~pyro.infer.TraceMeanField_ELBO` accepts it in a guide). Used by guides
+    for the Z-Forcing auxiliary terms, which losses read from the guide trace
+    (``guide_trace.nodes[name]["value"]``); the value keeps its autograd graph.
+
+    :param str name: site name.
+    :param torch.Tensor value: ``[batch, ...]`` inside the batch plate.
+    :param int event_dim: dims of ``value`` right of the plate dims.
+    """
+    import pyro
+    import pyro.distributions as dist
+
+    return pyro.sample(
+        name,
+        dist.Delta(value, event_dim=event_dim).mask(False),
+        obs=value,
+        infer={"is_auxiliary": True, "_deterministic": True},
+    )

@@ -6,6 +6,10 @@ Data sets and batching for :mod:`pyro_seq`.
 * :func:`load_music` -- polyphonic music piano rolls (``jsb``, ``nottingham``,
   ``musedata``, ``piano`` from checksummed ``.mat`` files; ``chorales`` built
   offline from music21's corpus).
+* :func:`load_sequential_mnist` / :func:`load_binarized_mnist` -- row-wise
+  sequential binarized MNIST (28 steps of 28 pixels).
+* :func:`load_wav_frames` -- normalised frames of raw audio from a folder of WAV files.
+* :func:`load_sequences` -- one split of any of these by name (used by the command line).
 * :func:`make_batches` / :class:`SequenceBatch` -- length-grouped, padded,
   masked batches.
 * :func:`fetch` / :func:`resolve_data_root` -- data root and verified downloads.
@@ -28,7 +32,9 @@ from .download import (
     resolve_data_root,
     sha256sum,
 )
+from .mnist import SequenceDataset, load_binarized_mnist, load_sequential_mnist
 from .music import DATASETS, MIN_NOTE, NOTE_RANGE, SPLITS, DatasetInfo, MusicDataset, load_music
+from .wav import WavData, WavStats, load_wav_frames
 
 __all__ = [
     "BatchIterator",
@@ -41,10 +47,18 @@ __all__ = [
     "MIN_NOTE",
     "MusicDataset",
     "NOTE_RANGE",
+    "SEQUENCE_DATASETS",
     "SPLITS",
     "SequenceBatch",
+    "SequenceDataset",
+    "WavData",
+    "WavStats",
     "fetch",
+    "load_binarized_mnist",
     "load_music",
+    "load_sequences",
+    "load_sequential_mnist",
+    "load_wav_frames",
     "make_batches",
     "pad_batch",
     "padding_efficiency",
@@ -52,3 +66,57 @@ __all__ = [
     "sha256sum",
     "validate_sequences",
 ]
+
+#: Names accepted by :func:`load_sequences`: the music sets of :data:`DATASETS`,
+#: ``"mnist"`` and ``"wav"``.
+SEQUENCE_DATASETS = tuple(DATASETS) + ("mnist", "wav")
+
+
+def load_sequences(name, split, data_root=None, download=True, limit=None):
+    """
+    One split of a sequence data set by name: the single entry point of the
+    trainer and the command line.
+
+    * music names (``"jsb"``, ``"nottingham"``, ``"musedata"``, ``"piano"``,
+      ``"chorales"``): :func:`load_music`, sequences ``[T_i, 88]``;
+    * ``"mnist"``: :func:`load_sequential_mnist`, sequences ``[28, 28]``;
+    * ``"wav"``: :func:`load_wav_frames` on the folder ``data_root`` itself
+      (required; default frame size 200 and fractions), sequences
+      ``[T_i, 200]`` normalised with the training statistics. The folder is
+      read once for all splits while its files do not change.
+
+    :param str name: one of :data:`SEQUENCE_DATASETS`.
+    :param str split: ``"train"``, ``"valid"`` or ``"test"``.
+    :param data_root: the data root (see :func:`resolve_data_root`); for
+        ``"wav"``, the folder of WAV files.
+    :param bool download: whether missing files may be downloaded (built, for ``"chorales"``).
+    :param int limit: keep only the first ``limit`` sequences.
+    :returns: a :class:`MusicDataset` or :class:`SequenceDataset` of float32 arrays
+        ``[T_i, x_dim]``.
+    :raises ValueError: unknown name or split.
+    :raises DataError: the data cannot be loaded (see the loaders).
+    """
+    if name not in SEQUENCE_DATASETS:
+        raise ValueError(
+            f"Unknown data set {name!r}; valid names are: {', '.join(SEQUENCE_DATASETS)}"
+        )
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; valid splits are: {', '.join(SPLITS)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    if name == "mnist":
+        return load_sequential_mnist(split, data_root=data_root, download=download, limit=limit)
+    if name == "wav":
+        from .wav import load_wav_frames_cached
+
+        if data_root is None:
+            raise DataUnavailableError(
+                "The wav data set reads the folder of WAV files given as data_root "
+                "(--data-root on the command line); none was given"
+            )
+        data = load_wav_frames_cached(data_root)[split]
+    else:
+        data = load_music(name, split, data_root=data_root, download=download)
+    if limit is not None:
+        data = type(data)(data.name, data.split, data.sequences[:limit])
+    return data

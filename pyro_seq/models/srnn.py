@@ -1,25 +1,13 @@
-"""
-Generative models of pyro_seq, written as Pyro models.
-
-Each model is a :class:`~pyro.nn.PyroModule` whose ``forward(x, mask)`` is a
-Pyro model over a padded batch of sequences ``x [batch, time, x_dim]`` with a
-prefix ``mask [batch, time]``; pair it with a guide from :mod:`pyro_seq.guides`
-and an ELBO from :mod:`pyro_seq.losses`::
-
-    model = SRNN(x_dim=88)
-    guide = SRNNGuide(model, kind="smoother", res_q=True)
-    svi = SVI(model, guide, ClippedAdam({"lr": 1e-3}), WarmupTrace_ELBO())
-    svi.step(x, mask)
-"""
+"""The stochastic recurrent neural network (SRNN) of Fraccaro et al. (2016)."""
 
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn as nn
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 
 from pyro_seq.distributions import MarkovGaussianChain
-from pyro_seq.nn import MLP, GaussianTransition, shift_right, softplus_scale
+from pyro_seq.nn import MLP, GaussianTransition, gaussian_log_prob, shift_right, softplus_scale
 from pyro_seq.util import check_sequences
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -218,6 +206,37 @@ class SRNN(PyroModule):
                 )
                 zs.append(z_prev)
             return torch.stack(zs, dim=1)  # [batch, time, z_dim]
+
+    # ------------------------------------------------ sequential step protocol
+    @pyro_method
+    def filter_context(self, x, mask=None):
+        """
+        Step protocol (``DESIGN.md``, used by :mod:`pyro_seq.fivo`): the frames,
+        :math:`d_{1:T}` and its projection into the prior transition.
+
+        :returns: dict ``x [batch, time, x_dim]``, ``mask [batch, time]``,
+            ``d [batch, time, d_dim]``, ``prior_context [batch, time, hidden]``.
+        """
+        x, mask, _ = self.check(x, mask)
+        d = self.deterministic(x)  # [batch, time, d_dim]
+        prior_context = self.prior.project_context(d)  # [batch, time, hidden]
+        return {"x": x, "mask": mask, "d": d, "prior_context": prior_context}
+
+    def filter_init(self, ctx):
+        """Step protocol: ``{"z": z_0}``, ``[batch, z_dim]``."""
+        return {"z": self.z_0.expand(ctx["x"].shape[0], self.z_dim)}
+
+    @pyro_method
+    def filter_step(self, ctx, state, t, z_t):
+        """
+        Step protocol: :math:`\\log p(z_t \\mid z_{t-1}, d_t) + \\log p(x_t \\mid z_t, d_t)`,
+        ``[batch]`` (unmasked), and the next state ``{"z": z_t}``.
+        """
+        loc, scale = self.prior.step(state["z"], ctx["prior_context"][:, t])  # [batch, z_dim]
+        log_p = gaussian_log_prob(z_t, loc, scale).sum(-1)  # [batch]
+        emission = self.emission(z_t, ctx["d"][:, t])  # batch shape [batch, x_dim]
+        log_p = log_p + emission.log_prob(ctx["x"][:, t]).sum(-1)  # [batch]
+        return log_p, {"z": z_t}
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()

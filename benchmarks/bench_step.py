@@ -1,16 +1,20 @@
 """
-SVI step time of SRNN at the paper's music size against a hand-written
-pure-PyTorch step of the same bound, timed in the same run on the same batches.
+SVI step time of a pyro_seq model against a hand-written pure-PyTorch step of
+the same bound, timed in the same run on the same batches.
 
-    python benchmarks/bench_srnn_step.py --data-root ../shared/data [--epochs 1]
+    python benchmarks/bench_step.py --model srnn --data-root ../shared/data [--epochs 1]
+    python benchmarks/bench_step.py --model zforcing --data-root ../shared/data
 
-Sizes (Fraccaro et al. 2016, polyphonic music): d = 300, z = 100, a = 300,
-MLP width 500, batch 16, JSB Chorales training split grouped by length.
-Three Pyro variants are timed: the fast form (one sequence-level latent site and
-one emission site) with Pyro's validation on (the default) and off, and the
-readable ``pyro.markov`` form (one site per step) on a few batches. The floor is
-:func:`pyro_seq.reference.srnn_elbo` + the same optimiser (ClippedAdam),
-driven by plain ``loss.backward(); opt.step()``.
+Sizes: SRNN at the paper's music size (Fraccaro et al. 2016): d = 300, z = 100,
+a = 300, MLP width 500; Z-Forcing at the size pyro_seq trains on music
+(emb 128, h = b = 256, z = 32, MLP width 256) with the auxiliary cost and the
+backward-prediction loss on (w = 1, w_b = 1). Batch 16, JSB Chorales training
+split grouped by length. Three Pyro variants are timed: the fast form (one
+sequence-level latent site and one emission site) with Pyro's validation on (the
+default) and off, and the readable ``pyro.markov`` form (one site per step) on a
+few batches. The floor is :mod:`pyro_seq.reference` (``srnn_elbo`` /
+``zforcing_elbo``) + the same optimiser (ClippedAdam), driven by plain
+``loss.backward(); opt.step()``.
 Prints a JSON summary; record it in BENCHMARKS.md with the machine and date.
 """
 
@@ -26,21 +30,48 @@ from pyro.optim import ClippedAdam
 from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
 
 from pyro_seq.data import load_music, make_batches
-from pyro_seq.guides import SRNNGuide
-from pyro_seq.losses import LinearSchedule, WarmupTrace_ELBO
-from pyro_seq.models import SRNN
-from pyro_seq.reference import srnn_elbo
+from pyro_seq.guides import SRNNGuide, ZForcingGuide
+from pyro_seq.losses import LinearSchedule, WarmupTrace_ELBO, ZForcingTrace_ELBO
+from pyro_seq.models import SRNN, ZForcing
+from pyro_seq.reference import srnn_elbo, zforcing_elbo
 
 
-def build(seed, fast=True):
+def build_srnn(seed, fast=True):
     torch.manual_seed(seed)
     model = SRNN(x_dim=88, d_dim=300, z_dim=100, hidden_dim=500, fast=fast)
     guide = SRNNGuide(model, kind="smoother", res_q=True, a_dim=300)
     return model, guide
 
 
+def build_zforcing(seed, fast=True):
+    torch.manual_seed(seed)
+    model = ZForcing(x_dim=88, emb_dim=128, h_dim=256, z_dim=32, hidden_dim=256, fast=fast)
+    guide = ZForcingGuide(model, auxiliary="z", backward_prediction=True)
+    return model, guide
+
+
+def srnn_floor(model, guide, x, mask, beta):
+    return -srnn_elbo(model, guide, x, mask, beta=beta).sum()
+
+
+def zforcing_floor(model, guide, x, mask, beta, w=1.0, w_b=1.0):
+    elbo, aux, backward = zforcing_elbo(model, guide, x, mask, beta=beta)
+    return -(elbo.sum() + w * aux.sum() + w_b * backward.sum())
+
+
+#: model -> (builder, Pyro loss, pure-PyTorch surrogate loss, sizes)
+MODELS = {
+    "srnn": (build_srnn, lambda schedule: WarmupTrace_ELBO(schedule=schedule), srnn_floor,
+             dict(d=300, z=100, a=300, hidden=500)),
+    "zforcing": (build_zforcing,
+                 lambda schedule: ZForcingTrace_ELBO(schedule=schedule, aux_schedule=1.0, backward_weight=1.0),
+                 zforcing_floor, dict(emb=128, h=256, b=256, z=32, hidden=256, aux_weight=1.0, backward_weight=1.0)),
+}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--model", choices=sorted(MODELS), default="srnn")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--dataset", default="jsb")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -49,13 +80,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    build, make_loss, floor, sizes = MODELS[args.model]
     train = load_music(args.dataset, "train", data_root=args.data_root)
     schedule = LinearSchedule(0.2, 1.0, 1000)
     lr = {"lr": 1e-3, "clip_norm": 10.0}
 
     pyro.clear_param_store()
     model, guide = build(args.seed)
-    elbo = WarmupTrace_ELBO(schedule=schedule)
+    elbo = make_loss(schedule)
     svi = SVI(model, guide, ClippedAdam(dict(lr)), elbo)
     ref_model, ref_guide = build(args.seed)
     params = list(ref_model.parameters()) + list(ref_guide.parameters())
@@ -67,7 +99,7 @@ def main(argv=None):
 
     def pure_step(batch, step):
         opt.zero_grad()
-        loss = -srnn_elbo(ref_model, ref_guide, batch.x, batch.mask, beta=schedule(step)).sum()
+        loss = floor(ref_model, ref_guide, batch.x, batch.mask, schedule(step))
         loss.backward()
         opt.step()
         return loss.item()
@@ -99,16 +131,16 @@ def main(argv=None):
     markov = {"pyro_markov": 0.0, "pure": 0.0}
     pyro.clear_param_store()
     m_model, m_guide = build(args.seed, fast=False)
-    m_svi = SVI(m_model, m_guide, ClippedAdam(dict(lr)), WarmupTrace_ELBO(schedule=schedule))
+    m_svi = SVI(m_model, m_guide, ClippedAdam(dict(lr)), make_loss(schedule))
     for batch in batches[: args.markov_batches]:
         markov["pyro_markov"] += timed(lambda b: m_svi.step(b.x, b.mask), batch)
         markov["pure"] += timed(pure_step, batch, step)
 
     n_batches = step
     result = {
-        "benchmark": "srnn_svi_step",
+        "benchmark": f"{args.model}_svi_step",
         "dataset": args.dataset,
-        "sizes": dict(d=300, z=100, a=300, hidden=500, batch=args.batch_size),
+        "sizes": dict(sizes, batch=args.batch_size),
         "epochs": args.epochs,
         "batches": n_batches,
         "frames_per_epoch": frames // args.epochs,

@@ -1,11 +1,4 @@
-"""
-Structured guides (variational posteriors) for the models in :mod:`pyro_seq.models`.
-
-A guide takes the model it serves as its first argument, as Pyro's autoguides
-do, and shares the model's deterministic layers with it rather than
-duplicating them. The model is *not* registered as a submodule of the guide,
-so every parameter keeps exactly one Pyro name.
-"""
+"""Structured guides for :class:`~pyro_seq.models.SRNN`: the backward-RNN smoother and the filter."""
 
 import pyro
 import pyro.distributions as dist
@@ -14,7 +7,9 @@ import torch.nn as nn
 from pyro.nn import PyroModule
 
 from pyro_seq.distributions import MarkovGaussianChain
-from pyro_seq.nn import GaussianTransition, reverse_padded
+from pyro_seq.guides.zforcing import check_auxiliary, masked
+from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, reverse_padded
+from pyro_seq.util import record
 
 GUIDE_KINDS = ("smoother", "filter")
 
@@ -50,6 +45,11 @@ class SRNNGuide(PyroModule):
     :param bool res_q: residual parameterisation of the posterior mean.
     :param int a_dim: size of :math:`a_t` (default: ``model.d_dim``).
     :param int hidden_dim: width of the posterior MLP (default: the model's).
+    :param str auxiliary: ``None``, ``"z"`` or ``"hz"``: record the Z-Forcing
+        auxiliary term :math:`\log p_\xi(\operatorname{sg}(a_t) \mid z_t)` (or of
+        :math:`[d_t, z_t]`) as site ``"aux_log_prob"`` (smoother only; see
+        :class:`~pyro_seq.guides.ZForcingGuide` and
+        :class:`~pyro_seq.losses.ZForcingTrace_ELBO`).
 
     **References**
 
@@ -59,17 +59,26 @@ class SRNNGuide(PyroModule):
     """
 
     def __init__(
-        self, model, kind="smoother", res_q=True, a_dim=None, hidden_dim=None, name="srnn_guide"
+        self, model, kind="smoother", res_q=True, a_dim=None, hidden_dim=None, auxiliary=None, name="srnn_guide"
     ):
         if kind not in GUIDE_KINDS:
             raise ValueError(f"kind must be one of {GUIDE_KINDS}, got {kind!r}")
+        if check_auxiliary(auxiliary) is not None and kind != "smoother":
+            raise ValueError(
+                "auxiliary needs the backward states a_t of kind='smoother'; the filter guide has no backward RNN"
+            )
         super().__init__(name)
         # hold the model without registering it as a submodule
         object.__setattr__(self, "_model", model)
         a_dim = model.d_dim if a_dim is None else a_dim
         hidden_dim = model.config["hidden_dim"] if hidden_dim is None else hidden_dim
-        self.config = dict(kind=kind, res_q=res_q, a_dim=a_dim, hidden_dim=hidden_dim)
+        self.config = dict(kind=kind, res_q=res_q, a_dim=a_dim, hidden_dim=hidden_dim, auxiliary=auxiliary)
         self.kind, self.res_q = kind, res_q
+        self.auxiliary = auxiliary
+        self.backward_prediction = False
+        if auxiliary is not None:
+            in_dim = model.z_dim + (model.d_dim if auxiliary == "hz" else 0)
+            self.aux_net = AuxiliaryGaussian(in_dim, a_dim, hidden_dim)
         in_dim = model.d_dim + model.x_dim
         if kind == "smoother":
             self.a_rnn = nn.GRU(in_dim, a_dim, batch_first=True)
@@ -95,14 +104,18 @@ class SRNNGuide(PyroModule):
         a_rev, _ = self.a_rnn(reverse_padded(xd, lengths))  # [batch, time, a_dim]
         return reverse_padded(a_rev, lengths)  # [batch, time, a_dim]
 
-    def transition_fns(self, x, lengths):
+    def transition_fns(self, x, lengths, out=None):
         """
         The posterior transition, as ``(step_fn, path_fn)`` for
         :class:`~pyro_seq.distributions.MarkovGaussianChain`.
+
+        :param dict out: if given, receives ``d`` and ``a`` (each ``[batch, time, .]``).
         """
         model = self.model
         d = model.share_deterministic(x)  # [batch, time, d_dim]
         a = self.summaries(x, d, lengths)  # [batch, time, a_dim]
+        if out is not None:
+            out["d"], out["a"] = d, a
         posterior = self.posterior
         context = posterior.project_context(a)  # [batch, time, hidden]
         if not self.res_q:
@@ -123,7 +136,7 @@ class SRNNGuide(PyroModule):
 
         return step_fn, path_fn
 
-    def posterior_chain(self, x, mask, lengths):
+    def posterior_chain(self, x, mask, lengths, out=None):
         """
         The posterior :math:`q(z_{1:T} \\mid x_{1:T})` as one distribution
         (the twin of :meth:`~pyro_seq.models.SRNN.prior_chain`).
@@ -131,9 +144,10 @@ class SRNNGuide(PyroModule):
         :param torch.Tensor x: ``[batch, time, x_dim]``, checked.
         :param torch.Tensor mask: ``[batch, time]`` bool.
         :param torch.Tensor lengths: ``[batch]``.
+        :param dict out: if given, receives ``d`` and ``a`` (see :meth:`transition_fns`).
         """
         model = self.model
-        step_fn, path_fn = self.transition_fns(x, lengths)
+        step_fn, path_fn = self.transition_fns(x, lengths, out)
         z_init = model.z_0.expand(x.shape[0], model.z_dim)  # [batch, z_dim]
         return MarkovGaussianChain(z_init, step_fn, path_fn, x.shape[1], mask)
 
@@ -146,11 +160,14 @@ class SRNNGuide(PyroModule):
         model = self.model
         x, mask, lengths = model.check(x, mask)
         batch, time, _ = x.shape
+        summaries = {}
         with pyro.plate("sequences", batch, dim=-1):
             if model.fast:
-                chain = self.posterior_chain(x, mask, lengths)
-                return pyro.sample("z", chain)  # [batch, time, z_dim]
-            step_fn, _ = self.transition_fns(x, lengths)
+                chain = self.posterior_chain(x, mask, lengths, summaries)
+                z = pyro.sample("z", chain)  # [batch, time, z_dim]
+                self._record_auxiliary(mask, summaries, z)
+                return z
+            step_fn, _ = self.transition_fns(x, lengths, summaries)
             z_prev, zs = model.z_0.expand(batch, model.z_dim), []  # [batch, z_dim]
             for t in pyro.markov(range(time)):
                 loc, scale = step_fn(z_prev, t)  # [batch, z_dim]
@@ -158,4 +175,52 @@ class SRNNGuide(PyroModule):
                     f"z_{t + 1}", dist.Normal(loc, scale).to_event(1).mask(mask[:, t])
                 )
                 zs.append(z_prev)
-            return torch.stack(zs, dim=1)  # [batch, time, z_dim]
+            z = torch.stack(zs, dim=1)  # [batch, time, z_dim]
+            self._record_auxiliary(mask, summaries, z)
+            return z
+
+    def _record_auxiliary(self, mask, summaries, z):
+        if self.auxiliary is None:
+            return
+        inputs = z if self.auxiliary == "z" else torch.cat([summaries["d"], z], dim=-1)
+        lp = self.aux_net.log_prob(summaries["a"].detach(), inputs)  # [batch, time]
+        record("aux_log_prob", masked(lp, mask))
+
+    # ------------------------------------------------ sequential step protocol
+    @pyro.nn.pyro_method
+    def filter_context(self, x, mask, ctx):
+        """
+        Step protocol (``DESIGN.md``, used by :mod:`pyro_seq.fivo`): the posterior
+        transition's projected summaries :math:`a_{1:T}`, reusing the model's
+        ``ctx`` (:meth:`~pyro_seq.models.SRNN.filter_context`) for :math:`d_{1:T}`.
+        The auxiliary cost, not part of any bound, is left out.
+        """
+        x, mask, lengths = self.model.check(x, mask)
+        a = self.summaries(x, ctx["d"], lengths)  # [batch, time, a_dim]
+        gctx = {"context": self.posterior.project_context(a)}  # [batch, time, hidden]
+        if self.res_q:
+            gctx["prior_context"] = ctx["prior_context"]  # [batch, time, hidden]
+        return gctx
+
+    def filter_init(self, gctx):
+        """Step protocol: ``{"z": z_0}``, ``[batch, z_dim]``."""
+        model = self.model
+        return {"z": model.z_0.expand(gctx["context"].shape[0], model.z_dim)}
+
+    @pyro.nn.pyro_method
+    def filter_step(self, gctx, gstate, t, model_state=None, value=None):
+        """
+        Step protocol: draw :math:`z_t \\sim q(z_t \\mid z_{t-1}, a_t)` (reparameterised,
+        the same arithmetic and random numbers as the fast form's chain), or score
+        ``value`` if given.
+
+        :returns: ``(z_t [batch, z_dim], log_q [batch], next state)``.
+        """
+        z_prev = gstate["z"]  # [batch, z_dim]
+        loc, scale = self.posterior.step(z_prev, gctx["context"][:, t])  # [batch, z_dim]
+        if self.res_q:
+            loc = loc + self.model.prior.step(z_prev, gctx["prior_context"][:, t])[0]
+        q = dist.Normal(loc, scale, validate_args=False)
+        if value is None:
+            value = q.rsample()  # [batch, z_dim]
+        return value, q.log_prob(value).sum(-1), {"z": value}

@@ -1,0 +1,14 @@
+"""
+Structured guides (variational posteriors) for the models in :mod:`pyro_seq.models`.
+
+A guide takes the model it serves as its first argument, as Pyro's autoguides
+do, and shares the model's deterministic layers with it rather than
+duplicating them. The model is *not* registered as a submodule of the guide,
+so every parameter keeps exactly one Pyro name.
+"""
+
+from pyro_seq.guides.lgssm import LinearGaussianSSMGuide
+from pyro_seq.guides.srnn import GUIDE_KINDS, SRNNGuide
+from pyro_seq.guides.zforcing import AUXILIARY_KINDS, ZForcingGuide
+
+__all__ = ["AUXILIARY_KINDS", "GUIDE_KINDS", "LinearGaussianSSMGuide", "SRNNGuide", "ZForcingGuide"]

@@ -1,0 +1,182 @@
+"""The Z-Forcing guide: a backward LSTM over the future and a posterior that follows the forward recurrence."""
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pyro.nn import PyroModule
+
+from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, gaussian_log_prob, reverse_padded, softplus_scale
+from pyro_seq.util import record
+
+#: Inputs of the auxiliary predictor p_xi(b_t | .): z_t alone or [h_{t-1}, z_t].
+AUXILIARY_KINDS = (None, "z", "hz")
+
+
+def check_auxiliary(auxiliary):
+    """Validate an ``auxiliary`` option (``None``, ``"z"`` or ``"hz"``)."""
+    if auxiliary not in AUXILIARY_KINDS:
+        raise ValueError(f"auxiliary must be one of {AUXILIARY_KINDS}, got {auxiliary!r}")
+    return auxiliary
+
+
+def masked(values, mask):
+    """``values [batch, time]`` with padded steps set to 0."""
+    return values.masked_fill(~mask, 0.0)
+
+
+class ZForcingGuide(PyroModule):
+    r"""
+    Guide for :class:`~pyro_seq.models.ZForcing` (Goyal et al. 2017). A backward
+    LSTM reads the frames from the end, :math:`b_t = \overleftarrow{\mathrm{LSTM}}(b_{t+1}, x_t)`
+    (so :math:`b_t` summarises :math:`x_{t:T}`, the future of step :math:`t`),
+    and the posterior conditions on it and on the model's forward state:
+
+    .. math::
+
+        q_\phi(z_{1:T} \mid x_{1:T}) = \prod_{t=1}^{T}
+            \mathcal{N}\big(z_t \mid \mu^q(h_{t-1}, b_t),
+                            \operatorname{diag} \sigma^q(h_{t-1}, b_t)^2\big),
+
+    sampled step by step: :math:`h_t` is advanced with the sampled :math:`z_t`
+    through the model's own LSTM (:meth:`~pyro_seq.models.ZForcing.advance`).
+
+    With ``auxiliary`` set, the guide also records the Z-Forcing auxiliary
+    terms in its trace (site ``"aux_log_prob"``, ``[batch, time]``):
+
+    .. math::
+
+        \log p_\xi\big(\operatorname{sg}(b_t) \mid z_t\big) \quad\text{or}\quad
+        \log p_\xi\big(\operatorname{sg}(b_t) \mid h_{t-1}, z_t\big),
+
+    a diagonal Gaussian whose mean and log-variance come from an MLP
+    (:class:`~pyro_seq.nn.AuxiliaryGaussian`); :math:`\operatorname{sg}` stops
+    the gradient, so the target :math:`b_t` is not moved towards what :math:`z_t`
+    predicts. With ``backward_prediction=True`` it records
+    ``"backward_log_prob"``: :math:`\log p(x_{t-1} \mid b_t)` from a linear head,
+    the loss that trains the backward LSTM to predict the sequence in the
+    original design. Neither term is part of any bound; the losses
+    :class:`~pyro_seq.losses.ZForcingTrace_ELBO` and
+    :class:`~pyro_seq.losses.ZForcingTraceMeanField_ELBO` add them to the
+    training objective.
+
+    :param model: the :class:`~pyro_seq.models.ZForcing` this guide serves.
+    :param int b_dim: backward LSTM size (default ``model.h_dim``).
+    :param int hidden_dim: posterior and auxiliary MLP width (default the model's).
+    :param str auxiliary: ``None``, ``"z"`` or ``"hz"`` (inputs of :math:`p_\xi`).
+    :param bool backward_prediction: record the backward prediction term.
+
+    **References**
+
+    [1] Anirudh Goyal, Alessandro Sordoni, Marc-Alexandre Côté, Nan Rosemary Ke,
+        Yoshua Bengio, "Z-Forcing: Training Stochastic Recurrent Networks",
+        NIPS 2017, arXiv:1711.05411.
+    """
+
+    def __init__(
+        self, model, b_dim=None, hidden_dim=None, auxiliary="z", backward_prediction=True, name="zforcing_guide"
+    ):
+        super().__init__(name)
+        object.__setattr__(self, "_model", model)  # not a submodule: one Pyro name per parameter
+        b_dim = model.h_dim if b_dim is None else b_dim
+        hidden_dim = model.config["hidden_dim"] if hidden_dim is None else hidden_dim
+        self.auxiliary = check_auxiliary(auxiliary)
+        self.backward_prediction = bool(backward_prediction)
+        self.config = dict(
+            b_dim=b_dim, hidden_dim=hidden_dim, auxiliary=auxiliary, backward_prediction=self.backward_prediction
+        )
+        self.b_rnn = nn.LSTM(model.x_dim, b_dim, batch_first=True)
+        self.posterior = GaussianTransition(model.z_dim, b_dim, hidden_dim, model.min_scale, input_dim=model.h_dim)
+        if auxiliary is not None:
+            in_dim = model.z_dim + (model.h_dim if auxiliary == "hz" else 0)
+            self.aux_net = AuxiliaryGaussian(in_dim, b_dim, hidden_dim)
+        if self.backward_prediction:
+            out_dim = model.x_dim if model.likelihood == "bernoulli" else 2 * model.x_dim
+            self.backward_head = nn.Linear(b_dim, out_dim)
+
+    @property
+    def model(self):
+        return self._model
+
+    def backward_states(self, x, lengths):
+        """:math:`b_{1:T}` over each sequence's own future: ``[batch, time, b_dim]``."""
+        b_rev, _ = self.b_rnn(reverse_padded(x, lengths))  # [batch, time, b_dim]
+        return reverse_padded(b_rev, lengths)
+
+    def posterior_chain(self, x, mask, lengths, memo=None):
+        r"""
+        The posterior :math:`q(z_{1:T} \mid x_{1:T})` as one distribution, and :math:`b_{1:T}`.
+
+        :returns: ``(chain, e_x, b)``.
+        """
+        model = self.model
+        b = self.backward_states(x, lengths)  # [batch, time, b_dim]
+        context = self.posterior.project_context(b)  # [batch, time, hidden]
+        e_x = model.frame_inputs(x)  # [batch, time, emb]
+        posterior = self.posterior
+        chain = model.chain(
+            e_x,
+            lambda h_prev, t: posterior.step(h_prev, context[:, t]),
+            lambda h_prev: posterior(h_prev, context),
+            mask,
+            memo,
+        )
+        return chain, e_x, b
+
+    def auxiliary_terms(self, x, mask, b, z, h_prev):
+        """
+        The auxiliary log densities (each ``[batch, time]``, 0 on padded steps).
+
+        :param torch.Tensor b: ``[batch, time, b_dim]`` backward states (not yet detached).
+        :param torch.Tensor z: ``[batch, time, z_dim]`` latent path.
+        :param torch.Tensor h_prev: ``[batch, time, h_dim]`` forward states :math:`h_{t-1}`.
+        :returns: dict with ``aux_log_prob`` and/or ``backward_log_prob``.
+        """
+        terms = {}
+        if self.auxiliary is not None:
+            inputs = z if self.auxiliary == "z" else torch.cat([h_prev, z], dim=-1)
+            terms["aux_log_prob"] = masked(self.aux_net.log_prob(b.detach(), inputs), mask)  # [batch, time]
+        if self.backward_prediction:
+            out = self.backward_head(b[:, 1:])  # [batch, time - 1, out]: predicts x_{t-1}
+            target = x[:, :-1]
+            if self.model.likelihood == "bernoulli":
+                lp = -F.binary_cross_entropy_with_logits(out, target, reduction="none").sum(-1)
+            else:
+                loc, raw = out.chunk(2, dim=-1)
+                lp = gaussian_log_prob(target, loc, softplus_scale(raw, self.model.min_scale)).sum(-1)
+            lp = F.pad(lp, (1, 0))  # [batch, time]: nothing to predict before x_1
+            terms["backward_log_prob"] = masked(lp, mask)
+        return terms
+
+    def forward(self, x, mask=None):
+        """
+        :param torch.Tensor x: ``[batch, time, x_dim]``
+        :param torch.Tensor mask: ``[batch, time]`` bool prefix mask.
+        :returns: the sampled latent path ``z [batch, time, z_dim]``.
+        """
+        model = self.model
+        x, mask, lengths = model.check(x, mask)
+        batch, time, _ = x.shape
+        with pyro.plate("sequences", batch, dim=-1):
+            memo = {}
+            chain, e_x, b = self.posterior_chain(x, mask, lengths, memo)
+            if model.fast:
+                z = pyro.sample("z", chain)  # [batch, time, z_dim]
+                if memo.get("z") is not z:  # replayed: recompute the forward path
+                    memo["z"], memo["h"] = z, model.hidden_path(e_x, z)
+                h = memo["h"]  # [batch, time, h_dim]
+            else:
+                step_fn = chain.step_fn
+                z_prev, zs = chain.z_init, []
+                for t in pyro.markov(range(time)):
+                    loc, scale = step_fn(z_prev, t)  # [batch, z_dim]
+                    z_prev = pyro.sample(f"z_{t + 1}", dist.Normal(loc, scale).to_event(1).mask(mask[:, t]))
+                    zs.append(z_prev)
+                z = torch.stack(zs, dim=1)  # [batch, time, z_dim]
+                h = model.hidden_path(e_x, z)  # [batch, time, h_dim]
+            if self.auxiliary is not None or self.backward_prediction:
+                h_prev = torch.cat([h.new_zeros(batch, 1, model.h_dim), h[:, :-1]], dim=1)  # [batch, time, h]
+                for name, value in self.auxiliary_terms(x, mask, b, z, h_prev).items():
+                    record(name, value)
+            return z

@@ -1,0 +1,19 @@
+"""
+Generative models of pyro_seq, written as Pyro models.
+
+Each model is a :class:`~pyro.nn.PyroModule` whose ``forward(x, mask)`` is a
+Pyro model over a padded batch of sequences ``x [batch, time, x_dim]`` with a
+prefix ``mask [batch, time]``; pair it with a guide from :mod:`pyro_seq.guides`
+and an ELBO from :mod:`pyro_seq.losses`::
+
+    model = SRNN(x_dim=88)
+    guide = SRNNGuide(model, kind="smoother", res_q=True)
+    svi = SVI(model, guide, ClippedAdam({"lr": 1e-3}), WarmupTrace_ELBO())
+    svi.step(x, mask)
+"""
+
+from pyro_seq.models.lgssm import LinearGaussianSSM
+from pyro_seq.models.srnn import LIKELIHOODS, SRNN
+from pyro_seq.models.zforcing import ZForcing
+
+__all__ = ["LIKELIHOODS", "LinearGaussianSSM", "SRNN", "ZForcing"]

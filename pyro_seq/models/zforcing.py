@@ -1,0 +1,280 @@
+"""Z-Forcing (Goyal et al. 2017): a stochastic LSTM whose latents feed the recurrence."""
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+from pyro.nn import PyroModule
+
+from pyro_seq.distributions import RecurrentGaussianChain
+from pyro_seq.models.srnn import LIKELIHOODS
+from pyro_seq.nn import MLP, GaussianHead, lstm_cell, shift_right, softplus_scale
+from pyro_seq.util import check_sequences
+
+
+class ZForcing(PyroModule):
+    r"""
+    The Z-Forcing generative model of Goyal et al. (2017): a forward LSTM whose
+    input at step :math:`t` is the previous frame and the current latent, so
+    that :math:`z` enters the recurrence (unlike :class:`~pyro_seq.models.SRNN`,
+    whose latents sit beside a deterministic layer):
+
+    .. math::
+
+        h_t &= \mathrm{LSTM}\big(h_{t-1}, [E x_{t-1}, F z_t]\big),
+            \qquad x_0 = 0,\; h_0 = 0, \\
+        p_\theta(x_{1:T}, z_{1:T}) &= \prod_{t=1}^{T}
+            \mathcal{N}\big(z_t \mid \mu^p(h_{t-1}),
+                            \operatorname{diag} \sigma^p(h_{t-1})^2\big)\;
+            p_\theta(x_t \mid h_t).
+
+    (In the paper's indexing the input at step :math:`t` is :math:`x_t` and
+    the emission predicts :math:`x_{t+1}`; here the frames are shifted by one
+    so that step :math:`t` scores :math:`x_t`.) The emission is Bernoulli
+    (binary frames) or a diagonal Gaussian with a variance floor (real frames);
+    padded steps (``mask`` False) are masked out of every term. Prior means are
+    soft-clamped to ±10 and scales to ``[min_scale, 10]``
+    (:class:`~pyro_seq.nn.GaussianHead`), so long runs stay finite.
+
+    Two equivalent forms of the latent path, as for SRNN:
+
+    - ``fast=False``: per-step sites ``z_{t}`` and ``x_{t}`` inside ``pyro.markov``;
+    - ``fast=True`` (default): one site ``"z"``
+      (:class:`~pyro_seq.distributions.RecurrentGaussianChain`, sampled step by
+      step, scored with one fused LSTM pass) and one emission site ``"x"``.
+
+    The forward recurrence is used by :class:`~pyro_seq.guides.ZForcingGuide`
+    too (:meth:`input_gates`, :meth:`advance`), never duplicated.
+
+    :param int x_dim: frame size.
+    :param int emb_dim: size of the frame embedding :math:`E x` and the latent
+        projection :math:`F z`.
+    :param int h_dim: LSTM state size.
+    :param int z_dim: latent size.
+    :param int hidden_dim: hidden width of the prior and emission MLPs.
+    :param str likelihood: ``"bernoulli"`` or ``"gaussian"``.
+    :param bool fast: one sequence-level latent site (see above).
+    :param float min_scale: variance floor (standard deviation).
+    :param float dropout: dropout on the frame embedding and in the emission MLP.
+
+    **References**
+
+    [1] Anirudh Goyal, Alessandro Sordoni, Marc-Alexandre Côté, Nan Rosemary Ke,
+        Yoshua Bengio, "Z-Forcing: Training Stochastic Recurrent Networks",
+        NIPS 2017, arXiv:1711.05411.
+    """
+
+    def __init__(
+        self,
+        x_dim=88,
+        emb_dim=128,
+        h_dim=256,
+        z_dim=32,
+        hidden_dim=256,
+        likelihood="bernoulli",
+        fast=True,
+        min_scale=1e-3,
+        dropout=0.0,
+        name="zforcing",
+    ):
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        super().__init__(name)
+        self.config = dict(
+            x_dim=x_dim,
+            emb_dim=emb_dim,
+            h_dim=h_dim,
+            z_dim=z_dim,
+            hidden_dim=hidden_dim,
+            likelihood=likelihood,
+            fast=fast,
+            min_scale=min_scale,
+            dropout=dropout,
+        )
+        self.x_dim, self.emb_dim, self.h_dim, self.z_dim = x_dim, emb_dim, h_dim, z_dim
+        self.likelihood = likelihood
+        self.fast = fast
+        self.min_scale = min_scale
+        self.x_embed = nn.Linear(x_dim, emb_dim)
+        self.z_embed = nn.Linear(z_dim, emb_dim)
+        self.embed_dropout = nn.Dropout(dropout)
+        self.rnn = nn.LSTM(2 * emb_dim, h_dim, batch_first=True)
+        self.prior = GaussianHead(h_dim, z_dim, hidden_dim, min_scale)
+        out_dim = x_dim if likelihood == "bernoulli" else 2 * x_dim
+        self.emitter = MLP(h_dim, [hidden_dim], out_dim, dropout=dropout)
+        self.register_buffer("x_0", torch.zeros(x_dim))
+        self.register_buffer("z_0", torch.zeros(z_dim))
+
+    # ------------------------------------------------------------------ helpers
+    def check(self, x, mask=None):
+        """Validate inputs; returns ``(x, mask, lengths)`` (see :func:`~pyro_seq.util.check_sequences`)."""
+        return check_sequences(x, mask, x_dim=self.x_dim, binary=self.likelihood == "bernoulli")
+
+    def frame_inputs(self, x):
+        """
+        The frame half of the LSTM input, :math:`E x_{t-1}`, for all steps.
+
+        :param torch.Tensor x: ``[batch, time, x_dim]``
+        :returns: ``[batch, time, emb_dim]``
+        """
+        return self.embed_dropout(self.x_embed(shift_right(x, self.x_0)))  # [batch, time, emb]
+
+    def input_gates(self, e_x):
+        """
+        The LSTM gate pre-activations that do not depend on :math:`z`:
+        :math:`W_{ih}^{(x)} E x_{t-1} + b_{ih} + b_{hh}`, vectorised over time.
+
+        :param torch.Tensor e_x: ``[batch, time, emb_dim]`` from :meth:`frame_inputs`.
+        :returns: ``[batch, time, 4 * h_dim]``
+        """
+        rnn = self.rnn
+        w_x = rnn.weight_ih_l0[:, : self.emb_dim]  # [4h, emb]
+        return e_x @ w_x.t() + rnn.bias_ih_l0 + rnn.bias_hh_l0  # [batch, time, 4h]
+
+    def initial_state(self, batch, like):
+        """``(h_0, c_0)``, each ``[batch, h_dim]`` of zeros."""
+        h0 = like.new_zeros(batch, self.h_dim)
+        return h0, h0
+
+    def advance(self, gates_x_t, z_t, state):
+        r"""
+        One step of the forward recurrence, :math:`h_t = \mathrm{LSTM}(h_{t-1}, [E x_{t-1}, F z_t])`.
+
+        :param torch.Tensor gates_x_t: ``[batch, 4 * h_dim]``, a time slice of :meth:`input_gates`.
+        :param torch.Tensor z_t: ``[batch, z_dim]``.
+        :param tuple state: ``(h_{t-1}, c_{t-1})``.
+        :returns: ``(h_t, c_t)``.
+        """
+        rnn = self.rnn
+        w_z = rnn.weight_ih_l0[:, self.emb_dim :]  # [4h, emb]
+        gates = gates_x_t + self.z_embed(z_t) @ w_z.t()  # [batch, 4h]
+        return lstm_cell(gates, state, rnn.weight_hh_l0)
+
+    def hidden_path(self, e_x, z):
+        """
+        :math:`h_{1:T}` along a known latent path, in one fused LSTM pass.
+
+        :param torch.Tensor e_x: ``[batch, time, emb_dim]``
+        :param torch.Tensor z: ``[batch, time, z_dim]``
+        :returns: ``[batch, time, h_dim]``
+        """
+        h, _ = self.rnn(torch.cat([e_x, self.z_embed(z)], dim=-1))  # [batch, time, h_dim]
+        return h
+
+    def emission(self, h):
+        """The distribution of :math:`x_t` given :math:`h_t [..., h_dim]`, batch shape ``[..., x_dim]``."""
+        out = self.emitter(h)  # [..., out_dim]
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=out)
+        loc, raw_scale = out.chunk(2, dim=-1)
+        return dist.Normal(loc, softplus_scale(raw_scale, self.min_scale))
+
+    def chain(self, e_x, step_params, path_params, mask=None, memo=None):
+        r"""
+        A :class:`~pyro_seq.distributions.RecurrentGaussianChain` over :math:`z_{1:T}`
+        whose step ``t`` parameters are ``step_params(h_{t-1}, t)`` (sampling: the
+        recurrence advances with each sampled :math:`z`) or
+        ``path_params(h_{0:T-1})`` (scoring a known path, one LSTM pass). Used
+        for the prior here and for the posterior in the guide.
+
+        :param dict memo: if given, the hidden path computed while sampling or
+            scoring is stored there as ``memo["z"], memo["h"]`` (``h_{1:T}``), and
+            reused when the same ``z`` tensor is scored again.
+        """
+        batch, time = e_x.shape[:2]
+        gates_x = self.input_gates(e_x)  # [batch, time, 4h]
+        memo = {} if memo is None else memo
+        carry = {}
+
+        def step_fn(z_prev, t):
+            if t == 0:
+                carry["state"] = self.initial_state(batch, e_x)
+                carry["hs"] = []
+            else:
+                carry["state"] = self.advance(gates_x[:, t - 1], z_prev, carry["state"])
+                carry["hs"].append(carry["state"][0])
+            return step_params(carry["state"][0], t)
+
+        def path_fn(z):
+            h = memo["h"] if memo.get("z") is z else self.hidden_path(e_x, z)  # [batch, time, h]
+            memo["z"], memo["h"] = z, h
+            h_prev = shift_right(h, h.new_zeros(self.h_dim))  # [batch, time, h]: h_{t-1}
+            return path_params(h_prev)
+
+        def on_sample(z):
+            # complete h_{1:T} with the last step and keep it (the emission needs it)
+            h_last, _ = self.advance(gates_x[:, -1], z[:, -1], carry["state"])
+            memo["z"], memo["h"] = z, torch.stack(carry["hs"] + [h_last], dim=1)  # [batch, time, h]
+
+        z_init = self.z_0.expand(batch, self.z_dim)  # [batch, z_dim]
+        return RecurrentGaussianChain(z_init, step_fn, path_fn, time, mask, on_sample=on_sample)
+
+    def prior_chain(self, e_x, mask=None, memo=None):
+        r"""The prior :math:`p(z_{1:T} \mid x)` as one distribution (see :meth:`chain`)."""
+        prior = self.prior
+        return self.chain(e_x, lambda h_prev, t: prior(h_prev), lambda h_prev: prior(h_prev), mask, memo)
+
+    # -------------------------------------------------------------------- model
+    def forward(self, x, mask=None):
+        """
+        :param torch.Tensor x: ``[batch, time, x_dim]`` observed frames (zero-padded).
+        :param torch.Tensor mask: ``[batch, time]`` bool prefix mask (default: all True).
+        :returns: the latent path ``z [batch, time, z_dim]``.
+        """
+        x, mask, _ = self.check(x, mask)
+        batch, time, _ = x.shape
+        e_x = self.frame_inputs(x)  # [batch, time, emb]
+        with pyro.plate("sequences", batch, dim=-1):
+            if self.fast:
+                memo = {}
+                z = pyro.sample("z", self.prior_chain(e_x, mask, memo))  # [batch, time, z_dim]
+                if memo.get("z") is not z:  # scored or replayed: one fused pass
+                    memo["z"], memo["h"] = z, self.hidden_path(e_x, z)
+                h = memo["h"]  # [batch, time, h_dim]
+                pyro.sample("x", self.emission(h).mask(mask.unsqueeze(-1)).to_event(2), obs=x)
+                return z
+            gates_x = self.input_gates(e_x)  # [batch, time, 4h]
+            state = self.initial_state(batch, x)
+            zs = []
+            for t in pyro.markov(range(time)):
+                loc, scale = self.prior(state[0])  # [batch, z_dim]
+                z_t = pyro.sample(f"z_{t + 1}", dist.Normal(loc, scale).to_event(1).mask(mask[:, t]))
+                state = self.advance(gates_x[:, t], z_t, state)
+                pyro.sample(
+                    f"x_{t + 1}", self.emission(state[0]).to_event(1).mask(mask[:, t]), obs=x[:, t]
+                )
+                zs.append(z_t)
+            return torch.stack(zs, dim=1)  # [batch, time, z_dim]
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(self, num_sequences, num_steps, mean_frames=False):
+        """
+        Sample sequences free-running: :math:`z_t` from the prior, :math:`h_t`
+        from the sampled previous frame and :math:`z_t`, :math:`x_t` from the
+        emission.
+
+        :returns: ``x [num_sequences, num_steps, x_dim]`` (and the means if asked).
+        """
+        if num_sequences < 1 or num_steps < 1:
+            raise ValueError("num_sequences and num_steps must be >= 1")
+        was_training = self.training
+        self.eval()
+        try:
+            n = num_sequences
+            x_prev = self.x_0.expand(n, self.x_dim)
+            state = self.initial_state(n, self.x_0)
+            xs, means = [], []
+            for _ in range(num_steps):
+                loc, scale = self.prior(state[0])
+                z = loc + scale * torch.randn_like(loc)  # [n, z_dim]
+                gates_x = self.input_gates(self.x_embed(x_prev))  # [n, 4h]
+                state = self.advance(gates_x, z, state)
+                emission = self.emission(state[0])
+                x_prev = emission.sample()  # [n, x_dim]
+                xs.append(x_prev)
+                means.append(emission.mean)
+        finally:
+            self.train(was_training)
+        x = torch.stack(xs, dim=1)  # [n, T, x_dim]
+        return (x, torch.stack(means, dim=1)) if mean_frames else x
