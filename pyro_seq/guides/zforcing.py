@@ -5,7 +5,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 
 from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, gaussian_log_prob, reverse_padded, softplus_scale
 from pyro_seq.util import record
@@ -148,6 +148,35 @@ class ZForcingGuide(PyroModule):
             lp = F.pad(lp, (1, 0))  # [batch, time]: nothing to predict before x_1
             terms["backward_log_prob"] = masked(lp, mask)
         return terms
+
+    # ------------------------------------------------ sequential step protocol
+    @pyro_method
+    def filter_context(self, x, mask, ctx):
+        """
+        Step protocol (``DESIGN.md``, used by :mod:`pyro_seq.fivo`): the projected
+        backward states. The auxiliary terms, not part of any bound, are left out.
+        """
+        x, mask, lengths = self.model.check(x, mask)
+        b = self.backward_states(x, lengths)  # [batch, time, b_dim]
+        return {"context": self.posterior.project_context(b)}  # [batch, time, hidden]
+
+    def filter_init(self, gctx):
+        """Step protocol: no state of its own (the posterior reads the model's :math:`h_{t-1}`)."""
+        return {}
+
+    @pyro_method
+    def filter_step(self, gctx, gstate, t, model_state=None, value=None):
+        """
+        Step protocol: draw :math:`z_t \\sim q(z_t \\mid h_{t-1}, b_t)` with
+        :math:`h_{t-1}` from ``model_state`` (reparameterised), or score ``value``.
+
+        :returns: ``(z_t [batch, z_dim], log_q [batch], gstate)``.
+        """
+        loc, scale = self.posterior.step(model_state["h"], gctx["context"][:, t])  # [batch, z_dim]
+        q = dist.Normal(loc, scale, validate_args=False)
+        if value is None:
+            value = q.rsample()  # [batch, z_dim]
+        return value, q.log_prob(value).sum(-1), gstate
 
     def forward(self, x, mask=None):
         """

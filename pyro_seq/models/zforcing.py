@@ -4,11 +4,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn as nn
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 
 from pyro_seq.distributions import RecurrentGaussianChain
 from pyro_seq.models.srnn import LIKELIHOODS
-from pyro_seq.nn import MLP, GaussianHead, lstm_cell, shift_right, softplus_scale
+from pyro_seq.nn import MLP, GaussianHead, gaussian_log_prob, lstm_cell, shift_right, softplus_scale
 from pyro_seq.util import check_sequences
 
 
@@ -245,6 +245,37 @@ class ZForcing(PyroModule):
                 )
                 zs.append(z_t)
             return torch.stack(zs, dim=1)  # [batch, time, z_dim]
+
+    # ------------------------------------------------ sequential step protocol
+    @pyro_method
+    def filter_context(self, x, mask=None):
+        """
+        Step protocol (``DESIGN.md``, used by :mod:`pyro_seq.fivo`): the frames and
+        the LSTM gate pre-activations of :math:`x_{t-1}`.
+
+        :returns: dict ``x [batch, time, x_dim]``, ``mask [batch, time]``,
+            ``gates_x [batch, time, 4 * h_dim]``.
+        """
+        x, mask, _ = self.check(x, mask)
+        gates_x = self.input_gates(self.frame_inputs(x))  # [batch, time, 4h]
+        return {"x": x, "mask": mask, "gates_x": gates_x}
+
+    def filter_init(self, ctx):
+        """Step protocol: ``{"h": h_0, "c": c_0}``, each ``[batch, h_dim]``."""
+        h, c = self.initial_state(ctx["x"].shape[0], ctx["x"])
+        return {"h": h, "c": c}
+
+    @pyro_method
+    def filter_step(self, ctx, state, t, z_t):
+        """
+        Step protocol: :math:`\\log p(z_t \\mid h_{t-1}) + \\log p(x_t \\mid h_t)`,
+        ``[batch]`` (unmasked), and the next state :math:`(h_t, c_t)`.
+        """
+        loc, scale = self.prior(state["h"])  # [batch, z_dim]
+        log_p = gaussian_log_prob(z_t, loc, scale).sum(-1)  # [batch]
+        h, c = self.advance(ctx["gates_x"][:, t], z_t, (state["h"], state["c"]))
+        log_p = log_p + self.emission(h).log_prob(ctx["x"][:, t]).sum(-1)  # [batch]
+        return log_p, {"h": h, "c": c}
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
