@@ -299,3 +299,18 @@ def test_step_protocol_matches_the_pyro_model(likelihood):
     with torch.no_grad():
         fivo = fivo_log_likelihood(model, guide, x, mask, num_particles=64)
     assert torch.isfinite(fivo).all() and fivo.shape == (B,)
+
+
+def test_model_reuses_the_guides_forward_path(monkeypatch):
+    """One LSTM recurrence per ELBO evaluation: the model takes h_{1:T} from the guide's sampling loop."""
+    model, guide = tiny()
+    x, mask = ragged_batch()
+    calls = []
+    original = model.hidden_path
+    monkeypatch.setattr(model, "hidden_path", lambda *a: calls.append(1) or original(*a))
+    Trace_ELBO().loss(model, guide, x, mask)
+    assert calls == []
+    # a replayed model call on another x tensor than the guide saw recomputes
+    guide_trace = pyro.poutine.trace(guide).get_trace(x, mask)
+    pyro.poutine.replay(model, trace=guide_trace)(x.clone(), mask)
+    assert calls == [1]

@@ -195,6 +195,7 @@ class ZForcingGuide(PyroModule):
                 if memo.get("z") is not z:  # replayed: recompute the forward path
                     memo["z"], memo["h"] = z, model.hidden_path(e_x, z)
                 h = memo["h"]  # [batch, time, h_dim]
+                model.share_path(x, e_x, z, h)
             else:
                 step_fn = chain.step_fn
                 z_prev, zs = chain.z_init, []

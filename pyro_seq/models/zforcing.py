@@ -104,6 +104,7 @@ class ZForcing(PyroModule):
         self.emitter = MLP(h_dim, [hidden_dim], out_dim, dropout=dropout)
         self.register_buffer("x_0", torch.zeros(x_dim))
         self.register_buffer("z_0", torch.zeros(z_dim))
+        self._shared = None
 
     # ------------------------------------------------------------------ helpers
     def check(self, x, mask=None):
@@ -149,6 +150,27 @@ class ZForcing(PyroModule):
         w_z = rnn.weight_ih_l0[:, self.emb_dim :]  # [4h, emb]
         gates = gates_x_t + self.z_embed(z_t) @ w_z.t()  # [batch, 4h]
         return lstm_cell(gates, state, rnn.weight_hh_l0)
+
+    def _recurrence_version(self):
+        return tuple(p._version for m in (self.x_embed, self.z_embed, self.rnn) for p in m.parameters())
+
+    def share_path(self, x, e_x, z, h):
+        r"""
+        Keep the guide's :math:`E x_{t-1}` and :math:`h_{1:T}` (computed while it sampled
+        ``z``) for the next model call on the same ``x`` tensor that receives the same
+        ``z`` tensor (replay): the model then skips its own LSTM pass, and both sides
+        use one dropout mask. Any other call recomputes them.
+        """
+        self._shared = (x, z, e_x, h, self._recurrence_version(), torch.is_grad_enabled())
+
+    def _take_shared(self, x):
+        shared, self._shared = self._shared, None
+        if shared is None:
+            return None
+        cached_x, z, e_x, h, version, grad_mode = shared
+        if cached_x is x and version == self._recurrence_version() and grad_mode == torch.is_grad_enabled():
+            return z, e_x, h
+        return None
 
     def hidden_path(self, e_x, z):
         """
@@ -223,10 +245,11 @@ class ZForcing(PyroModule):
         """
         x, mask, _ = self.check(x, mask)
         batch, time, _ = x.shape
-        e_x = self.frame_inputs(x)  # [batch, time, emb]
+        shared = self._take_shared(x)  # (z, e_x, h) from the guide, or None
+        e_x = self.frame_inputs(x) if shared is None else shared[1]  # [batch, time, emb]
         with pyro.plate("sequences", batch, dim=-1):
             if self.fast:
-                memo = {}
+                memo = {} if shared is None else {"z": shared[0], "h": shared[2]}
                 z = pyro.sample("z", self.prior_chain(e_x, mask, memo))  # [batch, time, z_dim]
                 if memo.get("z") is not z:  # scored or replayed: one fused pass
                     memo["z"], memo["h"] = z, self.hidden_path(e_x, z)
