@@ -75,8 +75,9 @@ def trace_log_weights(model, guide, x, mask):
 
     :param torch.Tensor x: ``[rows, time, x_dim]``
     :param torch.Tensor mask: ``[rows, time]``
-    :returns: ``(log_w, log_likelihood)``, each ``[rows]``: :math:`\\log p(x, z) - \\log q(z \\mid x)`
-        and its observed part :math:`\\log p(x \\mid z)`.
+    :returns: ``(log_w, log_likelihood)``, each ``[rows]``:
+        :math:`\\log p(x, z) - \\log q(z \\mid x)` and its observed part
+        :math:`\\log p(x \\mid z)`.
     """
     rows = x.shape[0]
     guide_trace = poutine.trace(guide).get_trace(x, mask)
@@ -179,7 +180,9 @@ def importance_bounds(
     return {"elbo": total / num_samples, "iwae": running - math.log(num_samples)}
 
 
-def iwae_log_likelihood(model, guide, x, mask=None, num_samples=1, chunk_size=None, max_frames=None):
+def iwae_log_likelihood(
+    model, guide, x, mask=None, num_samples=1, chunk_size=None, max_frames=None
+):
     """The importance-weighted bound of :func:`importance_bounds` alone, ``[batch]``."""
     return importance_bounds(model, guide, x, mask, num_samples, chunk_size, max_frames)["iwae"]
 
@@ -203,28 +206,60 @@ def normalise(log_likelihoods, lengths):
     }
 
 
-def evaluate(model, guide, batches, num_samples=1, chunk_size=None, max_frames=None):
+def fivo_bounds(model, guide, x, mask, num_particles, max_frames=None, resample="ess", threshold=0.5):
     """
-    ELBO and importance-sampled bounds over a data split.
+    FIVO estimates :math:`\\log \\hat p(x_b)` of a batch, ``[batch]``, without
+    gradients. The particles of one sequence stay together (resampling couples
+    them), so memory is bounded by running groups of sequences:
+    ``num_particles * group * time <= max_frames`` (at least one sequence).
+
+    :param model: a model implementing the step protocol (``DESIGN.md``).
+    :param int num_particles: :math:`K`.
+    """
+    from pyro_seq.fivo import fivo_log_likelihood
+
+    batch, time = x.shape[:2]
+    if mask is None:
+        mask = torch.ones(batch, time, dtype=torch.bool, device=x.device)
+    max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
+    group = max(1, max_frames // (num_particles * time))
+    out = []
+    with torch.no_grad():
+        for i in range(0, batch, group):
+            out.append(
+                fivo_log_likelihood(
+                    model, guide, x[i : i + group], mask[i : i + group], num_particles, resample, threshold
+                )
+            )
+    return torch.cat(out)  # [batch]
+
+
+def evaluate(model, guide, batches, num_samples=1, chunk_size=None, max_frames=None, fivo_particles=None):
+    """
+    ELBO and importance-sampled bounds (and optionally FIVO) over a data split.
 
     :param batches: iterable of :class:`~pyro_seq.data.SequenceBatch` (``x``, ``mask``).
     :param int num_samples: :math:`K` guide samples per sequence.
     :param int max_frames: bound on frames per pass (see :func:`importance_bounds`).
-    :returns: dict ``{"elbo": {...}, "iwae": {...}, "num_samples", "num_sequences",
-        "num_frames"}``; each bound holds negative log-likelihoods, ``total`` and
-        ``seq_mean`` in nats per frame and ``per_sequence`` in nats per sequence
-        (see :func:`normalise`).
+    :param int fivo_particles: if given, also the FIVO bound with this many particles
+        (:func:`fivo_bounds`; the model and guide must implement the step protocol).
+    :returns: dict ``{"elbo": {...}, "iwae": {...}, ["fivo": {...},] "num_samples",
+        ["fivo_particles",] "num_sequences", "num_frames"}``; each bound holds negative
+        log-likelihoods, ``total`` and ``seq_mean`` in nats per frame and
+        ``per_sequence`` in nats per sequence (see :func:`normalise`).
     """
     was_training = (model.training, guide.training)
     model.eval()
     guide.eval()
-    elbos, iwaes, lengths = [], [], []
+    elbos, iwaes, fivos, lengths = [], [], [], []
     try:
         for batch in batches:
             x, mask = batch[0], batch[1]
             bounds = importance_bounds(model, guide, x, mask, num_samples, chunk_size, max_frames)
             elbos.append(bounds["elbo"].cpu())
             iwaes.append(bounds["iwae"].cpu())
+            if fivo_particles:
+                fivos.append(fivo_bounds(model, guide, x, mask, fivo_particles, max_frames).cpu())
             lengths.append(mask.sum(-1).cpu())
     finally:
         model.train(was_training[0])
@@ -232,13 +267,17 @@ def evaluate(model, guide, batches, num_samples=1, chunk_size=None, max_frames=N
     if not lengths:
         raise ValueError("evaluate() got no batches")
     elbo, iwae, lengths = torch.cat(elbos), torch.cat(iwaes), torch.cat(lengths)
-    return {
+    result = {
         "elbo": normalise(elbo, lengths),
         "iwae": normalise(iwae, lengths),
         "num_samples": num_samples,
         "num_sequences": int(lengths.numel()),
         "num_frames": int(lengths.sum()),
     }
+    if fivo_particles:
+        result["fivo"] = normalise(torch.cat(fivos), lengths)
+        result["fivo_particles"] = int(fivo_particles)
+    return result
 
 
 # ------------------------------------------------------------ training loss

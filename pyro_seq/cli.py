@@ -289,24 +289,30 @@ def _load_split(name: str, split: str, data_root: Optional[str], limit: Optional
     return list(load_sequences(name, split, data_root=data_root, limit=limit))
 
 
-def _evaluate(model, guide, sequences, batch_size: int, num_samples: int, device) -> Dict[str, Any]:
+def _evaluate(
+    model, guide, sequences, batch_size: int, num_samples: int, device, fivo_particles: Optional[int] = None
+) -> Dict[str, Any]:
     from pyro_seq.bounds import evaluate
     from pyro_seq.data import make_batches
 
+    if fivo_particles and not hasattr(model, "filter_step"):
+        raise ValueError(f"--fivo-particles: {type(model).__name__} does not implement the sequential step protocol")
     batches = (b.to(device) for b in make_batches(sequences, batch_size, shuffle=False))
     with torch.no_grad():
-        return evaluate(model, guide, batches, num_samples=num_samples)
+        return evaluate(model, guide, batches, num_samples=num_samples, fivo_particles=fivo_particles)
 
 
 def _bound_summary(result: Dict[str, Any]) -> Dict[str, Any]:
     out = {}
-    for bound in ("elbo", "iwae"):
+    for bound in ("elbo", "iwae", "fivo"):
         if bound in result:
             out[bound] = {
                 "nats_per_frame_total": result[bound]["total"],
                 "nats_per_frame_seq_mean": result[bound]["seq_mean"],
             }
-    for key in ("num_samples", "num_sequences", "num_frames"):
+            if "per_sequence" in result[bound]:
+                out[bound]["nats_per_sequence"] = result[bound]["per_sequence"]
+    for key in ("num_samples", "fivo_particles", "num_sequences", "num_frames"):
         if key in result:
             out[key] = result[key]
     return out
@@ -315,13 +321,15 @@ def _bound_summary(result: Dict[str, Any]) -> Dict[str, Any]:
 def _print_bounds(summary: Dict[str, Any], header: str) -> None:
     k = summary.get("num_samples", "?")
     print(header)
-    print(f"  {'bound':<12} {'total nats/frames':>18} {'mean over sequences':>20}")
-    names = {"elbo": "-ELBO", "iwae": f"-IWAE (K={k})"}
-    for bound in ("elbo", "iwae"):
+    print(f"  {'bound':<14} {'total nats/frames':>18} {'mean over sequences':>20} {'nats per sequence':>18}")
+    names = {"elbo": "-ELBO", "iwae": f"-IWAE (K={k})", "fivo": f"-FIVO (K={summary.get('fivo_particles')})"}
+    for bound in ("elbo", "iwae", "fivo"):
         if bound in summary:
             v = summary[bound]
-            print(f"  {names[bound]:<12} {v['nats_per_frame_total']:>18.4f} {v['nats_per_frame_seq_mean']:>20.4f}")
-    print(f"  ({summary.get('num_sequences', '?')} sequences, {summary.get('num_frames', '?')} frames; nats per frame, lower is better)")
+            per_seq = v.get("nats_per_sequence")
+            per_seq = "" if per_seq is None else f"{per_seq:.4f}"
+            print(f"  {names[bound]:<14} {v['nats_per_frame_total']:>18.4f} {v['nats_per_frame_seq_mean']:>20.4f} {per_seq:>18}")
+    print(f"  ({summary.get('num_sequences', '?')} sequences, {summary.get('num_frames', '?')} frames; nats per frame or per sequence, lower is better)")
 
 
 def _append_jsonl(path: Path, record: Dict[str, Any]) -> None:
@@ -477,7 +485,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     seqs = _load_split(name, args.split, _data_root(args.data_root, config), args.max_sequences)
     batch_size = args.batch_size or data.get("batch_size", 16)
     start = time.perf_counter()
-    result = _bound_summary(_evaluate(model, guide, seqs, batch_size, args.num_samples, device))
+    result = _bound_summary(_evaluate(model, guide, seqs, batch_size, args.num_samples, device, args.fivo_particles))
     record = {
         "checkpoint": str(args.checkpoint),
         "kind": state["kind"],
@@ -581,6 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--split", choices=("train", "valid", "test"), default="test")
     p.add_argument("--num-samples", type=_positive_int, default=100, help="K for the importance-sampled bound")
+    p.add_argument("--fivo-particles", type=_positive_int, default=None, help="also the FIVO bound with this many particles (ESS resampling at 0.5)")
     p.add_argument("--data", choices=DATA_NAMES, default=None, help="default: the checkpoint's data set")
     p.add_argument("--data-root", default=None, help="data root (default: $PYRO_SEQ_DATA, else the --data-root the run was trained with, else ~/.cache/pyro_seq); for --data wav, the folder of WAV files")
     p.add_argument("--batch-size", type=_positive_int, default=None)

@@ -509,7 +509,7 @@ class Trainer:
             total = len(batches)  # type: ignore[arg-type]
         except TypeError:
             total = None
-        sums = {"loss": 0.0, "frames": 0.0, "ll": 0.0, "kl": 0.0, "term_frames": 0.0}
+        sums = {"loss": 0.0, "frames": 0.0, "ll": 0.0, "kl": 0.0, "ll_frames": 0.0, "term_frames": 0.0}
         extra: Dict[str, float] = {}  # other entries of loss.last_terms (e.g. Z-Forcing's aux_log_prob)
         extra_counts: Dict[str, int] = {}
         skipped = 0
@@ -538,9 +538,11 @@ class Trainer:
             sums["loss"] += result["loss"]
             sums["frames"] += result["frames"]
             terms = result["terms"]
+            if terms and "log_likelihood" in terms and "kl" in terms:
+                sums["ll"] += _to_float(terms["log_likelihood"]) or 0.0
+                sums["kl"] += _to_float(terms["kl"]) or 0.0
+                sums["ll_frames"] += result["frames"]
             if terms:
-                sums["ll"] += _to_float(terms.get("log_likelihood")) or 0.0
-                sums["kl"] += _to_float(terms.get("kl")) or 0.0
                 sums["term_frames"] += result["frames"]
                 for key, value in terms.items():
                     if key not in _TERM_KEYS and _to_float(value) is not None:
@@ -561,17 +563,17 @@ class Trainer:
                     "beta": beta,
                     "lr": self.current_lr(),
                 }
-                if terms:
-                    record["log_likelihood_per_frame"] = (_to_float(terms.get("log_likelihood")) or 0.0) / frames
-                    record["kl_per_frame"] = (_to_float(terms.get("kl")) or 0.0) / frames
+                for key, value in (terms or {}).items():
+                    if key not in ("beta",) + _WEIGHT_KEYS and _to_float(value) is not None:
+                        record[f"{key}_per_frame"] = _to_float(value) / frames
                 self._write_log(record)
         bar.close()
         if sums["frames"] == 0:
             raise NonFiniteLossError(f"epoch {epoch + 1}: no SVI step succeeded ({skipped} skipped)")
         stats = {
             "train_loss_per_frame": sums["loss"] / sums["frames"],
-            "log_likelihood_per_frame": sums["ll"] / sums["term_frames"] if sums["term_frames"] else None,
-            "kl_per_frame": sums["kl"] / sums["term_frames"] if sums["term_frames"] else None,
+            "log_likelihood_per_frame": sums["ll"] / sums["ll_frames"] if sums["ll_frames"] else None,
+            "kl_per_frame": sums["kl"] / sums["ll_frames"] if sums["ll_frames"] else None,
             "beta": beta,
             "skipped_steps": skipped,
         }

@@ -60,12 +60,15 @@ def test_train_resume_evaluate_sample(tmp_path, capsys):
 
     capsys.readouterr()
     report = tmp_path / "eval.json"
-    assert main(["evaluate", str(out / "best.pt"), "--num-samples", "3", "--max-sequences", "5", "--output", str(report), "--device", "cpu"]) == 0
+    assert main(["evaluate", str(out / "best.pt"), "--num-samples", "3", "--max-sequences", "5", "--output", str(report), "--device", "cpu", "--fivo-particles", "4"]) == 0
     printed = capsys.readouterr().out
-    assert "-ELBO" in printed and "-IWAE (K=3)" in printed
+    assert "-ELBO" in printed and "-IWAE (K=3)" in printed and "-FIVO (K=4)" in printed
     result = json.loads(report.read_text())
-    for bound in ("elbo", "iwae"):
-        assert set(result[bound]) == {"nats_per_frame_total", "nats_per_frame_seq_mean"}
+    for bound in ("elbo", "iwae", "fivo"):
+        assert set(result[bound]) == {"nats_per_frame_total", "nats_per_frame_seq_mean", "nats_per_sequence"}
+        per_frame = result[bound]["nats_per_frame_total"]
+        assert result[bound]["nats_per_sequence"] == pytest.approx(per_frame * result["num_frames"] / 5)
+    assert result["fivo_particles"] == 4
     assert result["iwae"]["nats_per_frame_total"] <= result["elbo"]["nats_per_frame_total"] + 0.5
     assert result["num_sequences"] == 5 and result["split"] == "test"
 

@@ -1,4 +1,4 @@
-"""Structured guides for :class:`~pyro_seq.models.LinearGaussianSSM`: a linear smoother and a filter."""
+"""Structured guides for :class:`~pyro_seq.models.LinearGaussianSSM`: linear smoother and filter."""
 
 import math
 
@@ -20,7 +20,7 @@ GUIDE_KINDS = ("smoother", "filter")
 
 
 def lower_cholesky(raw, min_scale):
-    """A lower-triangular matrix with a positive diagonal (``>= min_scale``) from any square ``raw``."""
+    """A lower-triangular matrix with a diagonal ``>= min_scale`` from any square ``raw``."""
     diag = softplus_scale(raw.diagonal(dim1=-2, dim2=-1), min_scale)  # [..., z_dim]
     return raw.tril(-1) + torch.diag_embed(diag)  # [..., z_dim, z_dim]
 
@@ -152,27 +152,38 @@ class LinearGaussianSSMGuide(PyroModule):
     r"""
     Structured guide for :class:`~pyro_seq.models.LinearGaussianSSM`: a
     Gauss-Markov posterior with a mean linear in :math:`z_{t-1}` and in a
-    summary :math:`a_t` of the frames, and a full covariance:
+    summary :math:`a_t` of the frames, and a full covariance,
 
     .. math::
 
         q_\phi(z_{1:T} \mid x_{1:T}) = \prod_{t=1}^{T}
-            \mathcal{N}\big(z_t \mid F z_{t-1} + G a_t,\; L_t L_t^\top\big),
-        \qquad L_1 = L_0,\ L_{t \ge 2} = L,
+            \mathcal{N}\big(z_t \mid F_{\tau} z_{t-1} + G_{\tau} a_t,\;
+            L_{\tau} L_{\tau}^\top\big), \qquad \tau = \min(T - t, H),
 
-    - ``kind="smoother"``: :math:`a_t = W a_{t+1} + U x_t + b`,
+    whose matrices depend on the steps to go :math:`\tau` up to a horizon
+    :math:`H` (and :math:`G, L` also on whether :math:`t = 1`):
+
+    - ``kind="smoother"``: :math:`a_t = W_{\tau} a_{t+1} + U x_t + b`,
       :math:`a_{T+1} = 0`, a *linear* backward recursion over the present and
       future frames;
-    - ``kind="filter"``: :math:`a_t = U x_t + b`, the present frame only.
+    - ``kind="filter"``: :math:`a_t = U x_t + b`, the present frame only
+      (default :math:`H = 0`: one stationary transition).
 
-    The smoother family contains the exact posterior away from the sequence
-    ends: by backward information filtering,
-    :math:`p(z_t \mid z_{t-1}, x_{t:T}) = \mathcal{N}\big(\Lambda^{-1}(Q^{-1} A z_{t-1} + a_t),
-    \Lambda^{-1}\big)` with :math:`a_t = C^\top R^{-1} x_t + A^\top Q^{-1} \Lambda^{-1} a_{t+1}`,
-    and the precision :math:`\Lambda_t = Q^{-1} + C^\top R^{-1} C + J_t` converges
-    geometrically to its stationary value as :math:`T - t` grows (``J_T = 0`` at
-    the last step, where a stationary guide is slightly off). The filter
-    family does not contain it: the future frames are ignored.
+    The smoother family contains the exact posterior up to the horizon. By
+    backward information filtering, with :math:`\beta_t(z) = p(x_{t+1:T} \mid z_t = z)
+    \propto \exp(-\tfrac12 z^\top J_t z + h_t^\top z)`,
+
+    .. math::
+
+        p(z_t \mid z_{t-1}, x_{t:T}) &= \mathcal{N}\big(\Lambda_t^{-1}(Q^{-1} A z_{t-1} + a_t),\,
+            \Lambda_t^{-1}\big), \qquad \Lambda_t = Q^{-1} + C^\top R^{-1} C + J_t, \\
+        a_t &= C^\top R^{-1} x_t + A^\top Q^{-1} \Lambda_{t+1}^{-1} a_{t+1},
+
+    with :math:`J_T = 0` and :math:`J_t` a function of :math:`T - t` only that
+    converges geometrically to a fixed point: a stationary guide (``horizon=0``)
+    is exact in the bulk but not near the end of each sequence (and
+    :math:`Q` is :math:`P_0` at :math:`t = 1`). The filter family does not
+    contain it: the future frames are ignored.
 
     The form of the latent site (one ``"z"`` site or per-step ``"z_{t}"``
     sites in ``pyro.markov``) follows ``model.fast``.
@@ -180,7 +191,9 @@ class LinearGaussianSSMGuide(PyroModule):
     :param model: the :class:`~pyro_seq.models.LinearGaussianSSM` this guide serves.
     :param str kind: ``"smoother"`` or ``"filter"``.
     :param int a_dim: size of :math:`a_t` (default ``model.z_dim``, enough for
-        the exact stationary smoother).
+        the exact smoother).
+    :param int horizon: :math:`H`, the number of final steps with their own
+        transition (default 8 for the smoother, 0 for the filter).
 
     **References**
 
@@ -190,74 +203,76 @@ class LinearGaussianSSMGuide(PyroModule):
         Networks for Nonlinear State Space Models", AAAI 2017, arXiv:1609.09869.
     """
 
-    def __init__(self, model, kind="smoother", a_dim=None, name="lgssm_guide"):
+    def __init__(self, model, kind="smoother", a_dim=None, horizon=None, name="lgssm_guide"):
         if kind not in GUIDE_KINDS:
             raise ValueError(f"kind must be one of {GUIDE_KINDS}, got {kind!r}")
+        a_dim = model.z_dim if a_dim is None else a_dim
+        horizon = (8 if kind == "smoother" else 0) if horizon is None else horizon
+        if horizon < 0:
+            raise ValueError(f"horizon must be >= 0, got {horizon}")
         super().__init__(name)
         object.__setattr__(self, "_model", model)  # not a submodule
-        a_dim = model.z_dim if a_dim is None else a_dim
-        self.config = dict(kind=kind, a_dim=a_dim)
-        self.kind = kind
-        z_dim = model.z_dim
+        self.config = dict(kind=kind, a_dim=a_dim, horizon=horizon)
+        self.kind, self.horizon = kind, horizon
+        z_dim, n = model.z_dim, horizon + 1
         self.input_proj = nn.Linear(model.x_dim, a_dim)  # U, b
         if kind == "smoother":
-            self.back_matrix = nn.Parameter(torch.zeros(a_dim, a_dim))  # W
-        self.loc_z = nn.Linear(z_dim, z_dim, bias=False)  # F
-        self.loc_a = nn.Linear(a_dim, z_dim, bias=False)  # G
-        with torch.no_grad():
-            self.loc_z.weight.zero_()
-        self.init_scale_tril_raw = nn.Parameter(torch.zeros(z_dim, z_dim))  # L_0
-        self.scale_tril_raw = nn.Parameter(torch.zeros(z_dim, z_dim))  # L
+            self.back_matrix = nn.Parameter(torch.zeros(n, a_dim, a_dim))  # W_tau
+        self.loc_z = nn.Parameter(torch.zeros(n, z_dim, z_dim))  # F_tau
+        bound = 1 / math.sqrt(a_dim)  # nn.Linear's initialisation, the same for every tau
+        loc_a = torch.empty(z_dim, a_dim).uniform_(-bound, bound)
+        self.loc_a = nn.Parameter(loc_a.expand(2, n, z_dim, a_dim).clone())  # G_tau, first / later
+        self.scale_tril_raw = nn.Parameter(torch.zeros(2, n, z_dim, z_dim))  # L_tau, first / later
 
     @property
     def model(self):
         return self._model
 
-    def scale_trils(self):
-        """``(L_0, L)``, each ``[z_dim, z_dim]``."""
-        min_scale = self.model.min_scale
-        return (
-            lower_cholesky(self.init_scale_tril_raw, min_scale),
-            lower_cholesky(self.scale_tril_raw, min_scale),
-        )
-
-    def summaries(self, x, lengths):
+    def transitions(self, x, lengths):
         """
-        :math:`G a_{1:T}` from ``x [batch, time, x_dim]``.
+        The posterior transition of every step, vectorised over time.
 
-        :returns: ``[batch, time, z_dim]``
+        :returns: dict ``loc_z [batch, time, z_dim, z_dim]`` (:math:`F`), ``a_loc
+            [batch, time, z_dim]`` (:math:`G a_t`), ``scale_tril [batch, time, z_dim, z_dim]``.
         """
+        batch, time, _ = x.shape
+        tau = steps_to_go(lengths, time, self.horizon)  # [batch, time]
+        later = (torch.arange(time, device=x.device) > 0).long()  # [time]: 0 at t = 1
+        later = later.expand(batch, time)  # [batch, time]
         u = self.input_proj(x)  # [batch, time, a_dim]
         if self.kind == "smoother":
-            a_rev = linear_scan(reverse_padded(u, lengths), self.back_matrix)  # [batch, time, a_dim]
+            # reversed in its own length, step s of a sequence has s steps to go
+            s = torch.arange(time, device=x.device).clamp(max=self.horizon)  # [time]
+            a_rev = linear_scan(reverse_padded(u, lengths), self.back_matrix[s])
             u = reverse_padded(a_rev, lengths)  # [batch, time, a_dim]
-        return self.loc_a(u)  # [batch, time, z_dim]
+        loc_a = self.loc_a[later, tau]  # [batch, time, z_dim, a_dim]
+        return {
+            "loc_z": self.loc_z[tau],  # [batch, time, z_dim, z_dim]
+            "a_loc": (loc_a @ u.unsqueeze(-1)).squeeze(-1),  # [batch, time, z_dim]
+            "scale_tril": lower_cholesky(self.scale_tril_raw[later, tau], self.model.min_scale),
+        }
 
-    def transition(self, z_prev, a_loc_t, t, scale_trils):
-        """``(loc [batch, z_dim], scale_tril [z_dim, z_dim])`` of :math:`q(z_{t+1} \\mid z_t, a_{t+1})`."""
-        loc = self.loc_z(z_prev) + a_loc_t  # [batch, z_dim]
-        return loc, scale_trils[0] if t == 0 else scale_trils[1]
+    @staticmethod
+    def transition(z_prev, params, t):
+        """``(loc, scale_tril)`` of :math:`q(z_{t+1} \\mid z_t, a_{t+1})` (:meth:`transitions`)."""
+        loc = (params["loc_z"][:, t] @ z_prev.unsqueeze(-1)).squeeze(-1)  # [batch, z_dim]
+        return loc + params["a_loc"][:, t], params["scale_tril"][:, t]
 
     def posterior_chain(self, x, mask, lengths):
         """The posterior :math:`q(z_{1:T} \\mid x_{1:T})` as one distribution."""
         model = self.model
-        a_loc = self.summaries(x, lengths)  # [batch, time, z_dim]
-        trils = self.scale_trils()
-        loc_z = self.loc_z
-        num_steps = x.shape[1]
-        step_trils = torch.cat(
-            [trils[0].unsqueeze(0), trils[1].expand(num_steps - 1, *trils[1].shape)]
-        )  # [T, z_dim, z_dim]
+        params = self.transitions(x, lengths)
 
         def path_fn(z_prev):  # [batch, T, z_dim]
-            return loc_z(z_prev) + a_loc, step_trils
+            loc = (params["loc_z"] @ z_prev.unsqueeze(-1)).squeeze(-1)  # [batch, T, z_dim]
+            return loc + params["a_loc"], params["scale_tril"]
 
         z_init = model.z_0.expand(x.shape[0], model.z_dim)  # [batch, z_dim]
         return MarkovTrilGaussianChain(
             z_init,
-            lambda z_prev, t: self.transition(z_prev, a_loc[:, t], t, trils),
+            lambda z_prev, t: self.transition(z_prev, params, t),
             path_fn,
-            num_steps,
+            x.shape[1],
             mask,
         )
 
@@ -273,11 +288,10 @@ class LinearGaussianSSMGuide(PyroModule):
         with pyro.plate("sequences", batch, dim=-1):
             if model.fast:
                 return pyro.sample("z", self.posterior_chain(x, mask, lengths))
-            a_loc = self.summaries(x, lengths)  # [batch, time, z_dim]
-            trils = self.scale_trils()
+            params = self.transitions(x, lengths)
             z_prev, zs = model.z_0.expand(batch, model.z_dim), []  # [batch, z_dim]
             for t in pyro.markov(range(time)):
-                loc, scale_tril = self.transition(z_prev, a_loc[:, t], t, trils)
+                loc, scale_tril = self.transition(z_prev, params, t)
                 z_prev = pyro.sample(
                     f"z_{t + 1}",
                     dist.MultivariateNormal(loc, scale_tril=scale_tril).mask(mask[:, t]),
@@ -288,16 +302,15 @@ class LinearGaussianSSMGuide(PyroModule):
     # ------------------------------------------------ sequential step protocol
     @pyro_method
     def filter_context(self, x, mask, ctx=None):
-        """Step protocol (``DESIGN.md``): :math:`G a_{1:T}` and the covariance factors."""
+        """Step protocol (``DESIGN.md``): the transitions of :meth:`transitions`."""
         x, mask, lengths = self.model.check(x, mask)
-        return {"a_loc": self.summaries(x, lengths), "scale_trils": self.scale_trils()}
+        return self.transitions(x, lengths)
 
     def filter_init(self, gctx):
         """Step protocol: ``{"z": z_0}``, ``[batch, z_dim]``."""
         model = self.model
         return {"z": model.z_0.expand(gctx["a_loc"].shape[0], model.z_dim)}
 
-    @pyro_method
     def filter_step(self, gctx, gstate, t, model_state=None, value=None):
         """
         Step protocol: draw :math:`z_t \\sim q(z_t \\mid z_{t-1}, a_t)` (reparameterised;
@@ -305,7 +318,7 @@ class LinearGaussianSSMGuide(PyroModule):
 
         :returns: ``(z_t [batch, z_dim], log_q [batch], next state)``.
         """
-        loc, scale_tril = self.transition(gstate["z"], gctx["a_loc"][:, t], t, gctx["scale_trils"])
+        loc, scale_tril = self.transition(gstate["z"], gctx, t)  # [batch, z_dim], [batch, z, z]
         if value is None:
             eps = _standard_normal(loc.shape, dtype=loc.dtype, device=loc.device)
             value = loc + (scale_tril @ eps.unsqueeze(-1)).squeeze(-1)  # [batch, z_dim]

@@ -93,7 +93,12 @@ class LinearGaussianSSM(PyroModule):
 
     @torch.no_grad()
     def set_parameters(
-        self, trans_matrix=None, emit_matrix=None, init_scale=None, trans_scale=None, emit_scale=None
+        self,
+        trans_matrix=None,
+        emit_matrix=None,
+        init_scale=None,
+        trans_scale=None,
+        emit_scale=None,
     ):
         """Overwrite any of :math:`A, C, \\sigma_0, \\sigma_z, \\sigma_x` (constrained values)."""
         for name, value in (("trans_matrix", trans_matrix), ("emit_matrix", emit_matrix)):
@@ -111,11 +116,11 @@ class LinearGaussianSSM(PyroModule):
 
     # --------------------------------------------------------------- helpers
     def check(self, x, mask=None):
-        """Validate inputs; returns ``(x, mask, lengths)`` (see :func:`~pyro_seq.util.check_sequences`)."""
+        """Validate inputs: ``(x, mask, lengths)`` (:func:`~pyro_seq.util.check_sequences`)."""
         return check_sequences(x, mask, x_dim=self.x_dim)
 
     def step_scales(self, num_steps):
-        r"""Per-step transition scales :math:`(\sigma_0, \sigma_z, \dots, \sigma_z)`, ``[T, z_dim]``."""
+        r"""Per-step transition scales :math:`(\sigma_0, \sigma_z, \dots)`, ``[T, z_dim]``."""
         rest = self.trans_scale.expand(num_steps - 1, self.z_dim)  # [T - 1, z_dim]
         return torch.cat([self.init_scale.unsqueeze(0), rest], dim=0)  # [T, z_dim]
 
