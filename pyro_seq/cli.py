@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 __all__ = ["MODELS", "TRAIN_OPTIONS", "DATA_NAMES", "build_srnn", "build_zforcing", "load_model", "main", "resolve_device"]
@@ -519,6 +520,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     x = x.detach().cpu()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    data = state["config"].get("data", {}).get("name")
+    if data == "mnist" or x.size(-1) != 88:
+        # not piano rolls: images drawn row by row (sequential MNIST) or real-valued frames (audio)
+        from pyro_seq.plotting import image_grid_png, signal_png
+
+        title = f"{state['kind']} samples (epoch {state.get('epoch')})"
+        if data == "mnist":
+            paths = [image_grid_png(x, out / "samples.png", title=title)]
+        else:
+            paths = [signal_png(x[i], out / f"sample_{i:03d}.png", title=f"{title}, {i}") for i in range(x.size(0))]
+        np.save(out / "samples.npy", x.numpy())
+        logger.info("wrote %s and %s", ", ".join(map(str, paths)), out / "samples.npy")
+        print(f"wrote {x.size(0)} samples ({args.steps} steps) to {out}")
+        return 0
     for i in range(x.size(0)):
         roll = x[i]  # [steps, x_dim]
         png = piano_roll_png(roll, out / f"sample_{i:03d}.png", title=f"{state['kind']} sample {i} (epoch {state.get('epoch')})")

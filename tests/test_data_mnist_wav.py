@@ -444,6 +444,12 @@ def test_cli_train_mnist(tmp_path):
     test = json.loads((out / "test.json").read_text())
     assert test["num_sequences"] == 16 and test["num_frames"] == 16 * 28
     assert np.isfinite(test["iwae"]["nats_per_frame_total"])
+    assert test["iwae"]["nats_per_sequence"] == pytest.approx(28 * test["iwae"]["nats_per_frame_total"])
+    # samples are images drawn row by row, not piano rolls
+    assert main(["sample", str(out / "best.pt"), "--num", "3", "--steps", "28", "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
+    assert (tmp_path / "s" / "samples.png").stat().st_size > 0
+    assert np.load(tmp_path / "s" / "samples.npy").shape == (3, 28, 28)
+    assert not list((tmp_path / "s").glob("*.mid"))
 
 
 def test_cli_train_wav(tmp_path):
@@ -463,3 +469,5 @@ def test_cli_train_wav(tmp_path):
     assert test["num_frames"] == 5 and torch.isfinite(
         torch.tensor(test["elbo"]["nats_per_frame_total"])
     )
+    assert main(["sample", str(out / "best.pt"), "--num", "2", "--steps", "4", "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
+    assert (tmp_path / "s" / "sample_001.png").exists() and np.load(tmp_path / "s" / "samples.npy").shape == (2, 4, 200)
