@@ -8,9 +8,8 @@ from contextlib import contextmanager
 
 import pyro.poutine as poutine
 import torch
-from torch.distributions import Independent
-
 from pyro.distributions.torch_distribution import MaskedDistribution
+from torch.distributions import Independent
 
 
 def batch_tensors(batch):

@@ -230,9 +230,12 @@ def compare_elpd(elpds, method="stacking", seed=None):
     sizes = {name: int(e["n_data_points"]) for name, e in elpds.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"all models must be scored on the same data points, got {sizes}")
+    stacking = method.lower() == "stacking"
     with _quiet():
-        table = az.compare(dict(elpds), method=method, seed=seed)
-        if method.lower() == "stacking":
+        # the table's other columns do not depend on the weighting method (both use
+        # ArviZ's se); pseudo-BMA weights exp(elpd - max elpd) cannot underflow to NaN
+        table = az.compare(dict(elpds), method="pseudo-BMA" if stacking else method, seed=seed)
+        if stacking:
             values = {name: e["loo_i"].values for name, e in elpds.items()}
             top = np.max(np.stack(list(values.values())), axis=0)  # [N]
             shifted = {
@@ -383,8 +386,8 @@ def to_inference_data(
     is replayed on each guide sample and its emission site is *sampled* (draw ``k``
     of ``x`` goes with draw ``k`` of ``z``); see :mod:`pyro_seq.diagnostics.ppc`.
 
-    :param batches: a re-iterable of :class:`~pyro_seq.data.SequenceBatch` (it is
-        iterated twice; e.g. ``make_batches(..., shuffle=False)`` or a list).
+    :param batches: iterable of :class:`~pyro_seq.data.SequenceBatch` (or ``(x, mask)``),
+        read once into a list; ``make_batches(..., shuffle=False)`` keeps the data order.
     :param int num_samples: :math:`K` importance samples per sequence (>= 21 for
         :math:`\\hat k`; 100 or more recommended).
     :param int num_shown: sequences (the first ones) whose posterior and predictive
@@ -395,6 +398,7 @@ def to_inference_data(
     :param str obs_site: observation site name (``"x"`` or stem of ``"x_1" ..``).
     """
     arviz()  # fail before any sampling on an unsupported ArviZ
+    batches = list(batches)  # iterated twice
     weights = importance_weights(model, guide, batches, num_samples, chunk_size)
     shown = None
     if num_shown > 0:

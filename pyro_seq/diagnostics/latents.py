@@ -124,6 +124,14 @@ def gaussian_steps(guide_trace, model_trace, num_steps, site="z"):
         value = guide_trace.nodes[site]["value"]  # [batch, T, z_dim]
         loc_q, scale_q = q.params(value)  # [batch, T, z_dim] each
         loc_p, scale_p = p.params(value)  # [batch, T, z_dim] each
+        for role, scale in (("guide", scale_q), ("model", scale_p)):
+            if scale.shape != value.shape:
+                raise NotImplementedError(
+                    f"the {role}'s {type(q if role == 'guide' else p).__name__} at site "
+                    f"{site!r} has per-step scales of shape {tuple(scale.shape)}, not "
+                    f"{tuple(value.shape)}: only diagonal Gaussian steps are supported "
+                    "(a full-covariance step has no KL per unit)"
+                )
         return GaussianSteps(value, loc_q, scale_q, loc_p, scale_p)
     names = step_site_names(guide_trace, site, num_steps)
     fields = {k: [] for k in GaussianSteps._fields}

@@ -125,6 +125,7 @@ def plot_music_ppc(idata, path=None, num_pp_samples=None):
     arviz_adapter.plot_ppc(idata, var_names=names, num_pp_samples=num_pp_samples, ax=axes)
     for ax, name in zip(axes, names):
         ax.set_xlabel(name.replace("_", " "))
-    fig.suptitle(f"posterior predictive check ({idata.observed_data.attrs.get('source', '')} draws)")
+    source = idata.observed_data.attrs.get("source", "")
+    fig.suptitle(f"posterior predictive check ({source} draws)")
     _finish(fig, path, True)
     return axes

@@ -37,7 +37,9 @@ __all__ = [
 
 
 def _as_tensor(log_weights):
-    lw = torch.as_tensor(np.asarray(log_weights) if not torch.is_tensor(log_weights) else log_weights)
+    if not torch.is_tensor(log_weights):
+        log_weights = torch.as_tensor(np.asarray(log_weights))
+    lw = log_weights.detach().cpu()
     if lw.dim() < 1 or lw.shape[0] < 1:
         raise ValueError(f"log weights must be [K, ...] with K >= 1, got shape {tuple(lw.shape)}")
     return lw.double()
@@ -57,7 +59,8 @@ def iw_log_likelihood(log_weights):
 def importance_ess(log_weights):
     """
     Importance-sampling effective sample size :math:`1 / \\sum_k \\bar w_k^2` per data
-    point, computed in log space: :math:`\\exp(2 \\,\\mathrm{LSE}(\\log w) - \\mathrm{LSE}(2 \\log w))`.
+    point, computed in log space:
+    :math:`\\exp(2 \\,\\mathrm{LSE}(\\log w) - \\mathrm{LSE}(2 \\log w))`.
 
     :param log_weights: ``[K, N]`` tensor or array.
     :returns: ``[N]`` float64 numpy array in ``[1, K]``.
@@ -117,7 +120,8 @@ def importance_weights(model, guide, batches, num_samples=100, chunk_size=None):
     with eval_mode(model, guide):
         for batch in batches:
             x, mask = batch_tensors(batch)
-            lw = log_importance_weights(model, guide, x, mask, num_samples, chunk_size)  # [K, batch]
+            lw = log_importance_weights(model, guide, x, mask, num_samples, chunk_size)
+            # lw: [K, batch]
             log_w.append(lw.double().cpu())
             lengths.append(mask.sum(-1).cpu())
     if not log_w:
