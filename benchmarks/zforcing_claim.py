@@ -7,7 +7,8 @@ ordinary run directory with ``config.json``, ``log.jsonl``, ``best.pt`` and
 ``test.json``), then reports for each run the test bound (ELBO and
 importance-sampled), the KL per time step and the number of active latent units
 (a unit is active when the variance over all test frames of its posterior mean
-exceeds 0.01; see :func:`pyro_seq.diagnostics.latents.latent_health`).
+exceeds 0.01, and informative when its KL averaged over the test frames exceeds
+0.01 nats; see :mod:`pyro_seq.diagnostics.latents`).
 
     python benchmarks/zforcing_claim.py train --data jsb --jobs 2      # runs/claim/jsb/<model>_<variant>
     python benchmarks/zforcing_claim.py table --data jsb               # runs/claim/jsb/table.{md,json}
@@ -107,7 +108,7 @@ def cmd_table(args):
     torch.set_num_threads(args.threads)
     root = Path(args.out) / args.data
     test = load_sequences(args.data, "test", data_root=args.data_root)
-    rows = []
+    rows, curves = [], {}
     for model_kind in DATA_ARGS[args.data]["models"]:
         for variant in args.variants:
             out = root / f"{model_kind}_{variant}"
@@ -121,6 +122,7 @@ def cmd_table(args):
             pyro.set_rng_seed(0)
             health = latent_health(model, guide, make_batches(test, 64, shuffle=False))
             kl_step = np.nanmean(health.kl_per_step, axis=0)  # [T_max]: mean KL at each step
+            curves[f"{model_kind} {variant}"] = kl_step
             rows.append({
                 "data": args.data,
                 "model": model_kind,
@@ -138,24 +140,46 @@ def cmd_table(args):
                 "kl_per_frame": health.kl_per_frame,
                 "kl_per_step_first10": [float(v) for v in kl_step[:10]],
                 "active_units": health.active_units,
+                "informative_units": health.informative_units,
                 "z_dim": int(health.posterior_mean_variance.shape[0]),
             })
             print(f"[claim] {out}: -ELBO {result['elbo']['nats_per_frame_total']:.4f}, "
                   f"KL/frame {health.kl_per_frame:.4f}, active {health.active_units}", flush=True)
     (root / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
+    _plot_kl_per_step(rows, curves, root / "kl_per_step.png", args.data)
     per_image = args.data == "mnist"
     unit = "nats per image" if per_image else "nats per frame (total nats / total frames)"
-    lines = [f"| model | variant | -ELBO | -IWAE (K) | KL per frame | active units | best epoch / epochs |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"| model | variant | -ELBO | -IWAE (K) | KL per frame | active units | informative units | best epoch / epochs |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         scale = r["num_frames"] / r["num_sequences"] if per_image else 1.0
         elbo = r["elbo"]["nats_per_frame_total"] * scale
         iwae = r["iwae"]["nats_per_frame_total"] * scale
         lines.append(f"| {r['model']} | {r['variant']} | {elbo:.3f} | {iwae:.3f} ({r['num_samples']}) | "
-                     f"{r['kl_per_frame']:.3f} | {r['active_units']} / {r['z_dim']} | {r['best_epoch']} / {r['epochs']} |")
+                     f"{r['kl_per_frame']:.3f} | {r['active_units']} / {r['z_dim']} | {r['informative_units']} / {r['z_dim']} | "
+                     f"{r['best_epoch']} / {r['epochs']} |")
     text = f"{args.data} test, {unit}\n\n" + "\n".join(lines) + "\n"
     (root / "table.md").write_text(text)
     print(text)
+
+
+def _plot_kl_per_step(rows, curves, path, data):
+    """Mean KL (nats) at each time step over the test sequences that reach it, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, curve in curves.items():
+        t = min(len(curve), 100)
+        ax.plot(range(1, t + 1), curve[:t], label=name, linestyle="-" if name.startswith("zforcing") else "--")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel("KL(q(z_t | .) || p(z_t | .)), nats")
+    ax.set_title(f"{data} test: KL per time step (mean over sequences)", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 def main(argv=None):

@@ -363,3 +363,30 @@ def test_plots_write_png_files(tmp_path):
         plot_music_ppc(ppc, path=tmp_path / "ppc.png")
     for name in ("kl", "units", "khat", "compare", "ppc"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
+
+
+def _moving_prior_model(x, mask):
+    batch, time, _ = x.shape
+    with pyro.plate("sequences", batch, dim=-1):
+        for t in pyro.markov(range(time)):
+            past = x[:, t - 1].sum(-1) if t > 0 else torch.zeros(batch)  # [batch]
+            loc = torch.stack([past, torch.zeros_like(past)], -1)  # unit 0's prior follows the past
+            z = pyro.sample(f"z_{t + 1}", dist.Normal(loc, 1.0).to_event(1).mask(mask[:, t]))
+            logits = z.sum(-1, keepdim=True).expand(batch, x.shape[-1])
+            pyro.sample(f"x_{t + 1}", dist.Bernoulli(logits=logits).to_event(1).mask(mask[:, t]), obs=x[:, t])
+
+
+def _prior_following_guide(x, mask):
+    batch, time, _ = x.shape
+    with pyro.plate("sequences", batch, dim=-1):
+        for t in pyro.markov(range(time)):
+            past = x[:, t - 1].sum(-1) if t > 0 else torch.zeros(batch)
+            loc = torch.stack([past, 0.5 * x[:, t].sum(-1)], -1)  # unit 0 = its prior; unit 1 reads x_t
+            pyro.sample(f"z_{t + 1}", dist.Normal(loc, 1.0).to_event(1).mask(mask[:, t]))
+
+
+def test_a_unit_that_follows_its_prior_is_active_but_not_informative():
+    health = latent_health(_moving_prior_model, _prior_following_guide, batches())
+    assert health.active.tolist() == [True, True]  # both posterior means vary over the data
+    assert health.kl_per_unit[0] == pytest.approx(0.0, abs=1e-12)
+    assert health.informative.tolist() == [False, True] and health.informative_units == 1

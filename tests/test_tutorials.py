@@ -19,3 +19,35 @@ def test_srnn_music_tutorial_smoke(tmp_path, data_root):
     assert result["iwae"]["total"] <= result["elbo"]["total"] + 1e-6
     assert (tmp_path / "kl_per_step.png").stat().st_size > 0
     assert (tmp_path / "sample.png").stat().st_size > 0
+
+
+def test_compare_guides_tutorial_smoke(tmp_path, data_root):
+    import json
+    import math
+
+    result = load("compare_guides").main(
+        ["--smoke", "--data-root", str(data_root), "--out", str(tmp_path)]
+    )
+    names = {"srnn_filter", "srnn_smoother", "srnn_resq", "zforcing", "zforcing_aux"}
+    assert set(result["bounds"]) == names
+    for bounds in result["bounds"].values():
+        assert bounds["num_sequences"] == 4
+        for norm in ("total", "seq_mean"):
+            # negative log-likelihoods: IWAE is never looser than the ELBO of the same samples
+            assert bounds["iwae"][norm] <= bounds["elbo"][norm] + 1e-6
+            assert math.isfinite(bounds["fivo"][norm])
+    table = result["compare"]
+    assert len(table) == 5
+    assert {row["guide"] for row in table} == names
+    for row in table:
+        assert {"elpd", "elpd_diff", "se", "dse", "weight", "khat_share"} <= set(row)
+        assert 0.0 <= row["khat_share"] <= 1.0
+    assert table[0]["elpd_diff"] == 0.0 and table[0]["guide"] == result["best"]
+    assert abs(sum(row["weight"] for row in table) - 1.0) < 1e-6
+    files = set(result["files"])
+    assert {"compare.png", "khat.png", "kl_heatmap.png", "kl_per_unit.png"} <= files
+    assert f"ppc_{result['best']}.png" in files
+    for name in result["files"] + ["results.json"]:
+        assert (tmp_path / name).stat().st_size > 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["bounds"]) == names

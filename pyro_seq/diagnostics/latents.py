@@ -21,6 +21,16 @@ its posterior mean varies with the data (Burda et al. 2016, applied per frame):
 the variance over all real frames of the split of the guide's conditional mean
 :math:`\mu^q_{b,t,i}` along the sampled path.
 
+In a sequential model the *prior* mean :math:`\mu^p_{b,t,i}` also moves with the
+observed past, so a unit whose posterior merely follows its prior counts as active
+by this definition. A unit is **informative** when it carries KL:
+
+.. math::
+
+    I_i = \frac{1}{\#\{(b,t) : m_{b,t}\}} \sum_{(b,t)\,:\,m_{b,t}} \mathrm{KL}_{b,t,i} > 0.01 \text{ nats},
+
+which is zero exactly when the posterior of that unit equals its prior.
+
 Works for any pyro_seq model/guide pair whose latent path is either one site
 ``"z"`` holding a :class:`~pyro_seq.distributions.MarkovGaussianChain` (in
 guide and model), or per-step sites ``"z_1" .. "z_T"`` of (masked,
@@ -66,6 +76,8 @@ __all__ = [
 
 #: Burda et al. (2016)'s activity threshold on the variance of the posterior mean.
 ACTIVE_THRESHOLD = 0.01
+#: KL per frame (nats) above which a unit counts as informative (see the module docstring).
+INFORMATIVE_THRESHOLD = 0.01
 
 
 class GaussianSteps(NamedTuple):
@@ -231,6 +243,16 @@ class LatentHealth:
     posterior_mean_variance: np.ndarray
     active_units: int
     threshold: float = ACTIVE_THRESHOLD
+
+    @property
+    def informative(self):
+        """``[z_dim]`` bool: units whose KL per frame exceeds :data:`INFORMATIVE_THRESHOLD` nats."""
+        return self.kl_per_unit > INFORMATIVE_THRESHOLD
+
+    @property
+    def informative_units(self):
+        """Number of units whose KL per frame exceeds :data:`INFORMATIVE_THRESHOLD` nats."""
+        return int(self.informative.sum())
 
     @property
     def active(self):
