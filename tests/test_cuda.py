@@ -5,8 +5,16 @@ import pyro.poutine as poutine
 import pytest
 import torch
 
-from pyro_seq.guides import SRNNGuide
-from pyro_seq.models import SRNN
+from pyro_seq.guides import SRNNGuide, ZForcingGuide
+from pyro_seq.losses import ZForcingTrace_ELBO
+from pyro_seq.models import SRNN, ZForcing
+
+BUILDERS = {
+    "srnn": lambda: (lambda m: (m, SRNNGuide(m, auxiliary="z")))(SRNN(x_dim=5, d_dim=4, z_dim=3, hidden_dim=6)),
+    "zforcing": lambda: (lambda m: (m, ZForcingGuide(m, auxiliary="hz")))(
+        ZForcing(x_dim=5, emb_dim=4, h_dim=6, z_dim=3, hidden_dim=8)
+    ),
+}
 
 
 def log_weight(model, guide, x, mask, z):
@@ -17,10 +25,10 @@ def log_weight(model, guide, x, mask, z):
     return model_trace.log_prob_sum() - guide_trace.log_prob_sum()
 
 
-def check_devices_agree(device):
+def check_devices_agree(device, kind="srnn"):
     torch.manual_seed(0)
-    model = SRNN(x_dim=5, d_dim=4, z_dim=3, hidden_dim=6).double()
-    guide = SRNNGuide(model).double()
+    model, guide = BUILDERS[kind]()
+    model, guide = model.double(), guide.double()
     x = (torch.rand(3, 7, 5) < 0.3).double()
     mask = torch.arange(7) < torch.tensor([7, 4, 2])[:, None]
     x = x * mask[..., None]
@@ -34,15 +42,18 @@ def check_devices_agree(device):
     assert on_device.device.type == torch.device(device).type
     assert torch.allclose(on_cpu, on_device.cpu(), atol=1e-8, rtol=0)
     # a training step and free-running generation run on the device too
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), pyro.infer.Trace_ELBO())
+    loss = ZForcingTrace_ELBO(schedule=0.5, aux_schedule=0.1, backward_weight=0.0)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), loss)
     assert torch.isfinite(torch.tensor(svi.step(x.to(device), mask.to(device))))
     assert model.generate(2, 4).device.type == torch.device(device).type
 
 
-def test_log_weight_helper_on_cpu():
-    check_devices_agree("cpu")
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+def test_log_weight_helper_on_cpu(kind):
+    check_devices_agree("cpu", kind)
 
 
 @pytest.mark.cuda
-def test_cpu_and_cuda_give_the_same_bound():
-    check_devices_agree("cuda")
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+def test_cpu_and_cuda_give_the_same_bound(kind):
+    check_devices_agree("cuda", kind)
