@@ -355,7 +355,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     train = _chunk(_load_split(args.data, "train", args.data_root, args.max_train_sequences), args.max_length)
-    valid = _load_split(args.data, "valid", args.data_root, args.max_eval_sequences)
+    valid = _load_split(args.data, "valid", args.data_root, args.max_eval_sequences)[:: args.eval_every]
     x_dim = int(train[0].shape[-1])
     logger.info(
         "data %s: %d train pieces (%d frames), %d valid sequences (%d frames)",
@@ -383,6 +383,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "data_root": None if args.data_root is None else str(Path(args.data_root).resolve()),
         "max_train_sequences": args.max_train_sequences,
         "max_eval_sequences": args.max_eval_sequences,
+        "eval_every": args.eval_every,
         "max_length": args.max_length,
         "batch_size": args.batch_size,
     }
@@ -456,7 +457,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.eval_samples <= 0:
         return 0
     model, guide, _, state = load_model(best, device=device, kind=args.model)
-    test = _load_split(args.data, "test", args.data_root, args.max_eval_sequences)
+    test = _load_split(args.data, "test", args.data_root, args.max_eval_sequences)[:: args.eval_every]
     result = _bound_summary(_evaluate(model, guide, test, args.batch_size, args.eval_samples, device))
     record = {"event": "test", "checkpoint": str(best), "epoch": state["epoch"], "split": "test", **result}
     _append_jsonl(out / LOG_FILE, record)
@@ -483,7 +484,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if name is None:
         raise ValueError("the checkpoint does not name its data set; pass --data")
     pyro.set_rng_seed(args.seed)
-    seqs = _load_split(name, args.split, _data_root(args.data_root, config), args.max_sequences)
+    seqs = _load_split(name, args.split, _data_root(args.data_root, config), args.max_sequences)[:: args.every]
     batch_size = args.batch_size or data.get("batch_size", 16)
     start = time.perf_counter()
     result = _bound_summary(_evaluate(model, guide, seqs, batch_size, args.num_samples, device, args.fivo_particles))
@@ -571,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--data-root", default=None, help="data root (default: $PYRO_SEQ_DATA, else ~/.cache/pyro_seq); for --data wav, the folder of WAV files (required)")
         g.add_argument("--max-train-sequences", type=_positive_int, default=None, help="use only the first N training sequences (smoke tests)")
         g.add_argument("--max-eval-sequences", type=_positive_int, default=None, help="use only the first N valid/test sequences (smoke tests)")
+        g.add_argument("--eval-every", type=_positive_int, default=1, help="validate and test on every N-th sequence only (a fixed subset spread over the split; e.g. 10 for MNIST, whose test split is sorted by class)")
         g.add_argument("--max-length", type=_positive_int, default=None, help="cut training sequences into pieces of at most L frames (valid/test stay whole)")
         g.add_argument("--batch-size", type=_positive_int, default=16)
         g = p.add_argument_group("optimisation")
@@ -609,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="data root (default: $PYRO_SEQ_DATA, else the --data-root the run was trained with, else ~/.cache/pyro_seq); for --data wav, the folder of WAV files")
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--max-sequences", type=_positive_int, default=None, help="only the first N sequences")
+    p.add_argument("--every", type=_positive_int, default=1, help="only every N-th sequence (after --max-sequences)")
     p.add_argument("--output", default=None, help="JSON output (default: next to the checkpoint)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
