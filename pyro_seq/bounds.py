@@ -293,7 +293,42 @@ def iwae_objective(log_w):
     return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 
 
-class IWAELoss:
+class ParticleLoss:
+    """
+    Base of the particle objectives (:class:`IWAELoss`, :class:`~pyro_seq.fivo.FIVOLoss`):
+    the interface :class:`~pyro_seq.trainer.Trainer` and :class:`~pyro.infer.SVI` use,
+    ``loss``, ``differentiable_loss`` and ``loss_and_grads(model, guide, x, mask)``, around a
+    subclass's ``differentiable_loss``. ``step`` is set by the trainer (unused); ``beta`` is 1.
+
+    :param int num_particles: :math:`K`.
+    """
+
+    beta = 1.0
+
+    def __init__(self, num_particles):
+        if num_particles < 1:
+            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        self.num_particles = int(num_particles)
+        self.step = 0
+        self.last_terms = {}
+
+    def differentiable_loss(self, model, guide, x, mask=None):
+        raise NotImplementedError
+
+    def loss(self, model, guide, x, mask=None):
+        """The loss as a float, without gradients."""
+        with torch.no_grad():
+            return float(self.differentiable_loss(model, guide, x, mask))
+
+    def loss_and_grads(self, model, guide, x, mask=None):
+        """The loss as a float; accumulates its gradients into the parameters."""
+        loss = self.differentiable_loss(model, guide, x, mask)
+        if loss.requires_grad:
+            loss.backward()
+        return float(loss.detach())
+
+
+class IWAELoss(ParticleLoss):
     r"""
     The importance-weighted bound (IWAE) as a training objective:
 
@@ -327,14 +362,8 @@ class IWAELoss:
         Autoencoders", ICLR 2016, arXiv:1509.00519.
     """
 
-    beta = 1.0
-
     def __init__(self, num_particles=2):
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-        self.num_particles = int(num_particles)
-        self.step = 0
-        self.last_terms = {}
+        super().__init__(num_particles)
 
     def differentiable_loss(self, model, guide, x, mask=None):
         """:math:`-\\mathcal{L}_K`, summed over the batch, differentiable."""
@@ -355,15 +384,3 @@ class IWAELoss:
             "beta": 1.0,
         }
         return -bound.sum()
-
-    def loss(self, model, guide, x, mask=None):
-        """:math:`-\\mathcal{L}_K` as a float, without gradients."""
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, x, mask))
-
-    def loss_and_grads(self, model, guide, x, mask=None):
-        """:math:`-\\mathcal{L}_K` as a float; accumulates its gradients into the parameters."""
-        loss = self.differentiable_loss(model, guide, x, mask)
-        if loss.requires_grad:
-            loss.backward()
-        return float(loss.detach())

@@ -50,6 +50,8 @@ from typing import NamedTuple
 
 import torch
 
+from pyro_seq.bounds import ParticleLoss
+
 RESAMPLE_KINDS = ("ess", "always", "never")
 
 
@@ -183,7 +185,7 @@ def fivo_log_likelihood(model, guide, x, mask=None, num_particles=1, resample="e
     return particle_filter(model, guide, x, mask, num_particles, resample, threshold).log_likelihood
 
 
-class FIVOLoss:
+class FIVOLoss(ParticleLoss):
     r"""
     The filtering variational objective as a training loss:
     :math:`-\sum_b \log \hat p_K(x_b)` from :func:`particle_filter`, for
@@ -207,17 +209,11 @@ class FIVOLoss:
         NIPS 2017, arXiv:1705.09279.
     """
 
-    beta = 1.0
-
     def __init__(self, num_particles=4, resample="ess", threshold=0.5):
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        super().__init__(num_particles)
         if resample is not None and resample not in RESAMPLE_KINDS:
             raise ValueError(f"resample must be one of {RESAMPLE_KINDS}, got {resample!r}")
-        self.num_particles = int(num_particles)
         self.resample, self.threshold = resample, threshold
-        self.step = 0
-        self.last_terms = {}
 
     def differentiable_loss(self, model, guide, x, mask=None):
         """:math:`-\\sum_b \\log \\hat p(x_b)`, differentiable."""
@@ -229,15 +225,3 @@ class FIVOLoss:
             "resampling_steps": result.num_resampled.sum().to(x.dtype),
         }
         return -result.log_likelihood.sum()
-
-    def loss(self, model, guide, x, mask=None):
-        """The loss as a float, without gradients."""
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, x, mask))
-
-    def loss_and_grads(self, model, guide, x, mask=None):
-        """The loss as a float; accumulates its gradients into the parameters."""
-        loss = self.differentiable_loss(model, guide, x, mask)
-        if loss.requires_grad:
-            loss.backward()
-        return float(loss.detach())

@@ -14,6 +14,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
 def image_grid_png(x, path, title=None, columns=8):
     """
     Save sequences of image rows (sequential MNIST: ``[n, 28, 28]``, time = image row) as a grid.
@@ -36,11 +44,7 @@ def image_grid_png(x, path, title=None, columns=8):
             ax.imshow(x[i], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     if title:
         fig.suptitle(title, fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def signal_png(frames, path, title=None):
@@ -59,8 +63,4 @@ def signal_png(frames, path, title=None):
     ax.set_xlabel("sample")
     if title:
         ax.set_title(title, fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -32,7 +32,8 @@ from .download import (
     resolve_data_root,
     sha256sum,
 )
-from .mnist import SequenceDataset, load_binarized_mnist, load_sequential_mnist
+from .batching import SequenceDataset
+from .mnist import load_binarized_mnist, load_sequential_mnist
 from .music import DATASETS, MIN_NOTE, NOTE_RANGE, SPLITS, DatasetInfo, MusicDataset, load_music
 from .wav import WavData, WavStats, load_wav_frames
 

@@ -284,3 +284,50 @@ def make_batches(
         max_length=max_length,
         dtype=dtype,
     )
+
+
+class SequenceDataset:
+    """
+    One split of a sequence data set: a read-only list of float32 arrays
+    ``[T_i, x_dim]`` that can be passed to :func:`~pyro_seq.data.make_batches`
+    (:class:`~pyro_seq.data.MusicDataset` is the piano-roll case).
+
+    :param str name: data set name.
+    :param str split: split name.
+    :param list sequences: the arrays.
+    """
+
+    def __init__(self, name, split, sequences):
+        self.name = name
+        self.split = split
+        self.sequences = list(sequences)
+
+    def __len__(self):
+        return len(self.sequences)
+
+    def __getitem__(self, i):
+        return self.sequences[i]
+
+    def __iter__(self):
+        return iter(self.sequences)
+
+    @property
+    def lengths(self):
+        """Sequence lengths, an int64 array ``[N]``."""
+        return np.array([len(s) for s in self.sequences], dtype=np.int64)
+
+    @property
+    def num_frames(self):
+        """Total number of time steps over all sequences."""
+        return int(sum(len(s) for s in self.sequences))
+
+    @property
+    def x_dim(self):
+        """Number of features per frame (``None`` for an empty split)."""
+        return int(self.sequences[0].shape[-1]) if self.sequences else None
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, "
+            f"sequences={len(self)}, frames={self.num_frames})"
+        )

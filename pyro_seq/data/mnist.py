@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .batching import SequenceDataset
 from .download import (
     DataIntegrityError,
     DataUnavailableError,
@@ -111,53 +112,6 @@ BINARIZED_MNIST_FILES = {
         "test", 15680000, "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c"
     ),
 }
-
-
-class SequenceDataset:
-    """
-    One split of a sequence data set: a read-only list of float32 arrays
-    ``[T_i, x_dim]`` that can be passed to :func:`~pyro_seq.data.make_batches`
-    (the same interface as :class:`~pyro_seq.data.MusicDataset`).
-
-    :param str name: data set name.
-    :param str split: split name.
-    :param list sequences: the arrays.
-    """
-
-    def __init__(self, name, split, sequences):
-        self.name = name
-        self.split = split
-        self.sequences = list(sequences)
-
-    def __len__(self):
-        return len(self.sequences)
-
-    def __getitem__(self, i):
-        return self.sequences[i]
-
-    def __iter__(self):
-        return iter(self.sequences)
-
-    @property
-    def lengths(self):
-        """Sequence lengths, an int64 array ``[N]``."""
-        return np.array([len(s) for s in self.sequences], dtype=np.int64)
-
-    @property
-    def num_frames(self):
-        """Total number of time steps over all sequences."""
-        return int(sum(len(s) for s in self.sequences))
-
-    @property
-    def x_dim(self):
-        """Number of features per frame (``None`` for an empty split)."""
-        return int(self.sequences[0].shape[-1]) if self.sequences else None
-
-    def __repr__(self):
-        return (
-            f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, "
-            f"sequences={len(self)}, frames={self.num_frames})"
-        )
 
 
 def _num_images(split):

@@ -33,6 +33,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from .batching import SequenceDataset
 from .download import DataIntegrityError, fetch
 
 __all__ = [
@@ -144,52 +145,20 @@ DATASETS = MappingProxyType(
 _MAT_KEYS = {"train": "traindata", "valid": "validdata", "test": "testdata"}
 
 
-class MusicDataset:
+class MusicDataset(SequenceDataset):
     """
-    One split of a piano-roll data set: a list of float32 arrays ``[T_i, 88]``.
-
-    Behaves like a read-only sequence of arrays, so it can be passed directly to
-    :func:`~pyro_seq.data.make_batches`.
+    One split of a piano-roll data set: a list of float32 arrays ``[T_i, 88]``
+    (a :class:`~pyro_seq.data.SequenceDataset` whose frames are 88-key piano rolls).
 
     :param str name: data set name.
     :param str split: ``"train"``, ``"valid"`` or ``"test"``.
     :param list sequences: the arrays.
     """
 
-    def __init__(self, name, split, sequences):
-        self.name = name
-        self.split = split
-        self.sequences = list(sequences)
-
-    def __len__(self):
-        return len(self.sequences)
-
-    def __getitem__(self, i):
-        return self.sequences[i]
-
-    def __iter__(self):
-        return iter(self.sequences)
-
-    @property
-    def lengths(self):
-        """Sequence lengths, an int64 array ``[N]``."""
-        return np.array([len(s) for s in self.sequences], dtype=np.int64)
-
-    @property
-    def num_frames(self):
-        """Total number of time steps over all sequences."""
-        return int(sum(len(s) for s in self.sequences))
-
     @property
     def x_dim(self):
         """Number of features per frame (88)."""
         return NOTE_RANGE
-
-    def __repr__(self):
-        return (
-            f"MusicDataset(name={self.name!r}, split={self.split!r}, "
-            f"sequences={len(self)}, frames={self.num_frames})"
-        )
 
 
 def _check_roll(arr, where):

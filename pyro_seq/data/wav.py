@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from .download import DataError, DataIntegrityError, DataUnavailableError
-from .mnist import SequenceDataset
+from .batching import SequenceDataset
 
 __all__ = [
     "WavData",
