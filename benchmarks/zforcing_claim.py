@@ -151,7 +151,7 @@ def cmd_table(args):
     _plot_kl_per_step(rows, curves, root / "kl_per_step.png", args.data)
     per_image = args.data == "mnist"
     unit = "nats per image" if per_image else "nats per frame (total nats / total frames)"
-    lines = [f"| model | variant | -ELBO | -IWAE (K) | KL per frame | active units | informative units | best epoch / epochs |",
+    lines = ["| model | variant | -ELBO | -IWAE (K) | KL per frame | active units | informative units | best epoch / epochs |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         scale = r["num_frames"] / r["num_sequences"] if per_image else 1.0

@@ -8,12 +8,26 @@ the part of the model that is sequential, and replaces ``T`` Pyro sample sites
 (each costing tens of microseconds of bookkeeping) by one.
 """
 
+import pyro
 import torch
-from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions import Bernoulli, Normal, TorchDistribution, constraints
 from torch.distributions import register_kl
 from torch.distributions.utils import _standard_normal
 
-from pyro_seq.nn import gaussian_kl, gaussian_log_prob
+from pyro_seq.nn import gaussian_kl, gaussian_log_prob, softplus_scale
+
+
+def frame_distribution(out, likelihood, min_scale):
+    """
+    The distribution of frames from a network output ``out``: ``Bernoulli(logits=out)``
+    (``out [..., x_dim]``) or a diagonal ``Normal`` whose mean and raw scale are the two
+    halves of ``out [..., 2 * x_dim]`` (standard deviation ``>= min_scale``). Batch shape
+    ``[..., x_dim]``; shared by the models' emissions and Z-Forcing's backward prediction.
+    """
+    if likelihood == "bernoulli":
+        return Bernoulli(logits=out)
+    loc, raw_scale = out.chunk(2, dim=-1)
+    return Normal(loc, softplus_scale(raw_scale, min_scale))
 
 
 class MarkovGaussianChain(TorchDistribution):
@@ -94,6 +108,27 @@ class MarkovGaussianChain(TorchDistribution):
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
             return self.rsample(sample_shape)
+
+    def step_distribution(self, loc, scale):
+        """The distribution of one step ``z_t`` (batch shape ``[batch]``, event ``[z_dim]``)."""
+        return Normal(loc, scale).to_event(1)
+
+    def sample_steps(self, name="z"):
+        r"""
+        Sample the path as per-step Pyro sites ``{name}_1 .. {name}_T`` inside
+        ``pyro.markov``, masked like the chain: the readable (``fast=False``) form of
+        one ``pyro.sample(name, chain)``, drawing the same random numbers.
+
+        :returns: ``[batch, T, z_dim]``
+        """
+        z_prev, zs = self.z_init, []  # [batch, z_dim]
+        for t in pyro.markov(range(self.num_steps)):
+            step = self.step_distribution(*self.step_fn(z_prev, t))
+            if self.mask is not None:
+                step = step.mask(self.mask[:, t])
+            z_prev = pyro.sample(f"{name}_{t + 1}", step)  # [batch, z_dim]
+            zs.append(z_prev)
+        return torch.stack(zs, dim=-2)  # [batch, T, z_dim]
 
     def previous(self, value):
         """``z_{0:T-1}`` for a path ``z_{1:T}``: ``[batch, T, z_dim]``."""

@@ -3,7 +3,7 @@
 import pyro
 import pytest
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO
 
 from pyro_seq.bounds import log_importance_weights
 from pyro_seq.guides import SRNNGuide, ZForcingGuide

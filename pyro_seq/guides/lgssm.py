@@ -124,6 +124,9 @@ class MarkovTrilGaussianChain(MarkovGaussianChain):
         self._cache = (value, torch.stack(locs, -2), torch.stack(trils, -3))
         return value
 
+    def step_distribution(self, loc, scale_tril):
+        return dist.MultivariateNormal(loc, scale_tril=scale_tril)
+
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
@@ -288,16 +291,7 @@ class LinearGaussianSSMGuide(PyroModule):
         with pyro.plate("sequences", batch, dim=-1):
             if model.fast:
                 return pyro.sample("z", self.posterior_chain(x, mask, lengths))
-            params = self.transitions(x, lengths)
-            z_prev, zs = model.z_0.expand(batch, model.z_dim), []  # [batch, z_dim]
-            for t in pyro.markov(range(time)):
-                loc, scale_tril = self.transition(z_prev, params, t)
-                z_prev = pyro.sample(
-                    f"z_{t + 1}",
-                    dist.MultivariateNormal(loc, scale_tril=scale_tril).mask(mask[:, t]),
-                )
-                zs.append(z_prev)
-            return torch.stack(zs, dim=1)  # [batch, time, z_dim]
+            return self.posterior_chain(x, mask, lengths).sample_steps("z")  # [batch, time, z_dim]
 
     # ------------------------------------------------ sequential step protocol
     @pyro_method

@@ -167,15 +167,7 @@ class SRNNGuide(PyroModule):
                 z = pyro.sample("z", chain)  # [batch, time, z_dim]
                 self._record_auxiliary(mask, summaries, z)
                 return z
-            step_fn, _ = self.transition_fns(x, lengths, summaries)
-            z_prev, zs = model.z_0.expand(batch, model.z_dim), []  # [batch, z_dim]
-            for t in pyro.markov(range(time)):
-                loc, scale = step_fn(z_prev, t)  # [batch, z_dim]
-                z_prev = pyro.sample(
-                    f"z_{t + 1}", dist.Normal(loc, scale).to_event(1).mask(mask[:, t])
-                )
-                zs.append(z_prev)
-            z = torch.stack(zs, dim=1)  # [batch, time, z_dim]
+            z = self.posterior_chain(x, mask, lengths, summaries).sample_steps("z")  # [batch, time, z_dim]
             self._record_auxiliary(mask, summaries, z)
             return z
 

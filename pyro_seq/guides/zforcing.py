@@ -7,7 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pyro.nn import PyroModule, pyro_method
 
-from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, gaussian_log_prob, reverse_padded, softplus_scale
+from pyro_seq.distributions import frame_distribution
+from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, reverse_padded
 from pyro_seq.util import record
 
 #: Inputs of the auxiliary predictor p_xi(b_t | .): z_t alone or [h_{t-1}, z_t].
@@ -138,13 +139,9 @@ class ZForcingGuide(PyroModule):
             inputs = z if self.auxiliary == "z" else torch.cat([h_prev, z], dim=-1)
             terms["aux_log_prob"] = masked(self.aux_net.log_prob(b.detach(), inputs), mask)  # [batch, time]
         if self.backward_prediction:
+            model = self.model
             out = self.backward_head(b[:, 1:])  # [batch, time - 1, out]: predicts x_{t-1}
-            target = x[:, :-1]
-            if self.model.likelihood == "bernoulli":
-                lp = -F.binary_cross_entropy_with_logits(out, target, reduction="none").sum(-1)
-            else:
-                loc, raw = out.chunk(2, dim=-1)
-                lp = gaussian_log_prob(target, loc, softplus_scale(raw, self.model.min_scale)).sum(-1)
+            lp = frame_distribution(out, model.likelihood, model.min_scale).log_prob(x[:, :-1]).sum(-1)
             lp = F.pad(lp, (1, 0))  # [batch, time]: nothing to predict before x_1
             terms["backward_log_prob"] = masked(lp, mask)
         return terms
@@ -197,13 +194,7 @@ class ZForcingGuide(PyroModule):
                 h = memo["h"]  # [batch, time, h_dim]
                 model.share_path(x, e_x, z, h)
             else:
-                step_fn = chain.step_fn
-                z_prev, zs = chain.z_init, []
-                for t in pyro.markov(range(time)):
-                    loc, scale = step_fn(z_prev, t)  # [batch, z_dim]
-                    z_prev = pyro.sample(f"z_{t + 1}", dist.Normal(loc, scale).to_event(1).mask(mask[:, t]))
-                    zs.append(z_prev)
-                z = torch.stack(zs, dim=1)  # [batch, time, z_dim]
+                z = chain.sample_steps("z")  # [batch, time, z_dim]
                 h = model.hidden_path(e_x, z)  # [batch, time, h_dim]
             if self.auxiliary is not None or self.backward_prediction:
                 h_prev = torch.cat([h.new_zeros(batch, 1, model.h_dim), h[:, :-1]], dim=1)  # [batch, time, h]

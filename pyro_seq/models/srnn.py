@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 from pyro.nn import PyroModule, pyro_method
 
-from pyro_seq.distributions import MarkovGaussianChain
-from pyro_seq.nn import MLP, GaussianTransition, gaussian_log_prob, shift_right, softplus_scale
+from pyro_seq.distributions import MarkovGaussianChain, frame_distribution
+from pyro_seq.nn import MLP, GaussianTransition, gaussian_log_prob, shift_right
 from pyro_seq.util import check_sequences
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -153,10 +153,7 @@ class SRNN(PyroModule):
         :returns: a distribution with batch shape ``[..., x_dim]``
         """
         out = self.emitter(torch.cat([z, d], dim=-1))  # [..., out_dim]
-        if self.likelihood == "bernoulli":
-            return dist.Bernoulli(logits=out)
-        loc, raw_scale = out.chunk(2, dim=-1)
-        return dist.Normal(loc, softplus_scale(raw_scale, self.min_scale))
+        return frame_distribution(out, self.likelihood, self.min_scale)
 
     def prior_chain(self, d, mask=None):
         """The latent path prior :math:`p(z_{1:T} \\mid d_{1:T})` as one distribution."""

@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 from pyro.nn import PyroModule, pyro_method
 
-from pyro_seq.distributions import RecurrentGaussianChain
+from pyro_seq.distributions import RecurrentGaussianChain, frame_distribution
 from pyro_seq.models.srnn import LIKELIHOODS
-from pyro_seq.nn import MLP, GaussianHead, gaussian_log_prob, lstm_cell, shift_right, softplus_scale
+from pyro_seq.nn import MLP, GaussianHead, gaussian_log_prob, lstm_cell, shift_right
 from pyro_seq.util import check_sequences
 
 
@@ -186,10 +186,7 @@ class ZForcing(PyroModule):
     def emission(self, h):
         """The distribution of :math:`x_t` given :math:`h_t [..., h_dim]`, batch shape ``[..., x_dim]``."""
         out = self.emitter(h)  # [..., out_dim]
-        if self.likelihood == "bernoulli":
-            return dist.Bernoulli(logits=out)
-        loc, raw_scale = out.chunk(2, dim=-1)
-        return dist.Normal(loc, softplus_scale(raw_scale, self.min_scale))
+        return frame_distribution(out, self.likelihood, self.min_scale)
 
     def chain(self, e_x, step_params, path_params, mask=None, memo=None):
         r"""
