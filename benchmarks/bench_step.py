@@ -4,12 +4,15 @@ the same bound, timed in the same run on the same batches.
 
     python benchmarks/bench_step.py --model srnn --data-root ../shared/data [--epochs 1]
     python benchmarks/bench_step.py --model zforcing --data-root ../shared/data
+    python benchmarks/bench_step.py --model lvae --data-root ../shared/data --max-batches 60
 
 Sizes: SRNN at the paper's music size (Fraccaro et al. 2016): d = 300, z = 100,
 a = 300, MLP width 500; Z-Forcing at the size pyro_seq trains on music
 (emb 128, h = b = 256, z = 32, MLP width 256) with the auxiliary cost and the
 backward-prediction loss on (w = 1, w_b = 1). Batch 16, JSB Chorales training
-split grouped by length. Three Pyro variants are timed: the fast form (one
+split grouped by length. The Ladder VAE at the paper's MNIST size (5 layers,
+z 64-32-16-8-4, blocks of two layers 512-256-128-64-32, batch norm) with the
+ladder guide, batch 256 of the fixed binarized MNIST (it has no per-step form). Three Pyro variants are timed: the fast form (one
 sequence-level latent site and one emission site) with Pyro's validation on (the
 default) and off, and the readable ``pyro.markov`` form (one site per step) on a
 few batches. The floor is :mod:`pyro_seq.reference` (``srnn_elbo`` /
@@ -29,11 +32,11 @@ from pyro.infer import SVI
 from pyro.optim import ClippedAdam
 from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
 
-from pyro_seq.data import load_music, make_batches
-from pyro_seq.guides import SRNNGuide, ZForcingGuide
+from pyro_seq.data import load_sequences, make_batches
+from pyro_seq.guides import LadderGuide, SRNNGuide, ZForcingGuide
 from pyro_seq.losses import LinearSchedule, WarmupTrace_ELBO, ZForcingTrace_ELBO
-from pyro_seq.models import SRNN, ZForcing
-from pyro_seq.reference import srnn_elbo, zforcing_elbo
+from pyro_seq.models import SRNN, LadderVAE, ZForcing
+from pyro_seq.reference import ladder_elbo, srnn_elbo, zforcing_elbo
 
 
 def build_srnn(seed, fast=True):
@@ -48,6 +51,16 @@ def build_zforcing(seed, fast=True):
     model = ZForcing(x_dim=88, emb_dim=128, h_dim=256, z_dim=32, hidden_dim=256, fast=fast)
     guide = ZForcingGuide(model, auxiliary="z", backward_prediction=True)
     return model, guide
+
+
+def build_lvae(seed, fast=True):
+    torch.manual_seed(seed)
+    model = LadderVAE()
+    return model, LadderGuide(model)
+
+
+def lvae_floor(model, guide, x, mask, beta):
+    return -ladder_elbo(model, guide, x[:, 0], beta=beta, by_hand=False).sum()
 
 
 def srnn_floor(model, guide, x, mask, beta):
@@ -66,22 +79,32 @@ MODELS = {
     "zforcing": (build_zforcing,
                  lambda schedule: ZForcingTrace_ELBO(schedule=schedule, aux_schedule=1.0, backward_weight=1.0),
                  zforcing_floor, dict(emb=128, h=256, b=256, z=32, hidden=256, aux_weight=1.0, backward_weight=1.0)),
+    "lvae": (build_lvae, lambda schedule: WarmupTrace_ELBO(schedule=schedule), lvae_floor,
+             dict(z=[64, 32, 16, 8, 4], hidden=[512, 256, 128, 64, 32], layers_per_block=2, batch_norm=True)),
 }
+#: models without a per-step (pyro.markov) form
+NO_MARKOV_FORM = {"lvae"}
+#: default data set and batch size per model
+DEFAULTS = {"srnn": ("jsb", 16), "zforcing": ("jsb", 16), "lvae": ("binarized_mnist", 256)}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--model", choices=sorted(MODELS), default="srnn")
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--dataset", default="jsb")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--dataset", default=None, help="default: jsb (lvae: binarized_mnist)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 16 (lvae: 256)")
+    parser.add_argument("--max-batches", type=int, default=None, help="time only the first N batches of each epoch")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--markov-batches", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     build, make_loss, floor, sizes = MODELS[args.model]
-    train = load_music(args.dataset, "train", data_root=args.data_root)
+    args.dataset = args.dataset or DEFAULTS[args.model][0]
+    args.batch_size = args.batch_size or DEFAULTS[args.model][1]
+    torch.set_default_dtype(torch.float32)
+    train = load_sequences(args.dataset, "train", data_root=args.data_root)
     schedule = LinearSchedule(0.2, 1.0, 1000)
     lr = {"lr": 1e-3, "clip_norm": 10.0}
 
@@ -117,7 +140,10 @@ def main(argv=None):
     pyro_step(batches[0], 0)
     pure_step(batches[0], 0)
     for epoch in range(args.epochs):
-        for batch in make_batches(train.sequences, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch):
+        epoch_batches = make_batches(train.sequences, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch)
+        for i, batch in enumerate(epoch_batches):
+            if args.max_batches is not None and i >= args.max_batches:
+                break
             pyro.enable_validation(True)
             times["pyro_fast"] += timed(pyro_step, batch, step)
             pyro.enable_validation(False)
@@ -132,7 +158,8 @@ def main(argv=None):
     pyro.clear_param_store()
     m_model, m_guide = build(args.seed, fast=False)
     m_svi = SVI(m_model, m_guide, ClippedAdam(dict(lr)), make_loss(schedule))
-    for batch in batches[: args.markov_batches]:
+    markov_batches = 0 if args.model in NO_MARKOV_FORM else args.markov_batches
+    for batch in batches[:markov_batches]:
         markov["pyro_markov"] += timed(lambda b: m_svi.step(b.x, b.mask), batch)
         markov["pure"] += timed(pure_step, batch, step)
 
@@ -148,9 +175,9 @@ def main(argv=None):
         "ms_per_step": {k: 1000 * v / n_batches for k, v in times.items()},
         "ratio_pyro_fast_to_pure": times["pyro_fast"] / times["pure"],
         "ratio_pyro_fast_novalidate_to_pure": times["pyro_fast_novalidate"] / times["pure"],
-        "markov_batches": args.markov_batches,
-        "ratio_pyro_markov_to_pure": markov["pyro_markov"] / markov["pure"],
-        "markov_ms_per_step": {k: 1000 * v / args.markov_batches for k, v in markov.items()},
+        "markov_batches": markov_batches,
+        "ratio_pyro_markov_to_pure": markov["pyro_markov"] / markov["pure"] if markov_batches else None,
+        "markov_ms_per_step": {k: 1000 * v / markov_batches for k, v in markov.items()} if markov_batches else None,
         "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__} "
         f"threads {torch.get_num_threads()}",
         "pyro": pyro.__version__,

@@ -260,7 +260,7 @@ def evaluate(model, guide, batches, num_samples=1, chunk_size=None, max_frames=N
             iwaes.append(bounds["iwae"].cpu())
             if fivo_particles:
                 fivos.append(fivo_bounds(model, guide, x, mask, fivo_particles, max_frames).cpu())
-            lengths.append(mask.sum(-1).cpu())
+            lengths.append(mask.sum(-1).cpu() if mask is not None else torch.full((x.shape[0],), x.shape[1]))
     finally:
         model.train(was_training[0])
         guide.train(was_training[1])

@@ -26,14 +26,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["MODELS", "TRAIN_OPTIONS", "DATA_NAMES", "build_srnn", "build_zforcing", "load_model", "main", "resolve_device"]
+__all__ = ["MODELS", "TRAIN_OPTIONS", "DATA_NAMES", "build_lvae", "build_srnn", "build_zforcing", "load_model", "main", "resolve_device"]
 
 logger = logging.getLogger("pyro_seq.cli")
 
 #: Data set names accepted by ``--data`` (see :func:`pyro_seq.data.load_sequences`): music
 #: piano rolls, ``mnist`` (row-wise binarized MNIST, x_dim 28) and ``wav`` (the WAV files in the
-#: folder given by ``--data-root``, frames of 200 samples, x_dim 200).
-DATA_NAMES = ("chorales", "jsb", "nottingham", "musedata", "piano", "mnist", "wav")
+#: folder given by ``--data-root``, frames of 200 samples, x_dim 200), and image sets for the
+#: Ladder VAE as one-frame sequences of 784 pixels: ``binarized_mnist`` (the fixed binarization),
+#: ``dynamic_mnist`` and ``omniglot`` (grey levels, binarized afresh in every training batch).
+DATA_NAMES = (
+    "chorales", "jsb", "nottingham", "musedata", "piano", "mnist", "wav",
+    "binarized_mnist", "dynamic_mnist", "omniglot",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,8 +112,40 @@ def build_zforcing(config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
     return model, guide, loss
 
 
+def build_lvae(config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
+    """
+    Build a Ladder VAE, its guide and its loss from a run config::
+
+        {"model": LadderVAE kwargs, "guide": {"kind": "ladder" | "bottom-up", ...guide kwargs},
+         "loss": see make_warmup_loss}
+    """
+    from pyro_seq.guides import BottomUpGuide, LadderGuide
+    from pyro_seq.models import LadderVAE
+
+    model = LadderVAE(**config["model"])
+    guide_config = dict(config.get("guide", {}))
+    kind = guide_config.pop("kind", "ladder")
+    if kind not in LVAE_GUIDES:
+        raise ValueError(f"lvae guide kind must be one of {list(LVAE_GUIDES)}, got {kind!r}")
+    loss_config = config.get("loss", {})
+    if kind == "bottom-up" and loss_config.get("elbo", "meanfield") == "meanfield":
+        raise ValueError(
+            "the bottom-up guide samples z_i before z_{i+1}, so the per-layer analytic KL of the "
+            "meanfield ELBO is not valid for it; use --elbo trace"
+        )
+    guide = (LadderGuide if kind == "ladder" else BottomUpGuide)(model, **guide_config)
+    return model, guide, make_warmup_loss(loss_config)
+
+
+#: Guides of the Ladder VAE on the command line.
+LVAE_GUIDES = ("ladder", "bottom-up")
+
 #: Model registry: kind -> builder ``config -> (model, guide, loss)``.
-MODELS: Dict[str, Callable[[Dict[str, Any]], Tuple[Any, Any, Any]]] = {"srnn": build_srnn, "zforcing": build_zforcing}
+MODELS: Dict[str, Callable[[Dict[str, Any]], Tuple[Any, Any, Any]]] = {
+    "srnn": build_srnn,
+    "zforcing": build_zforcing,
+    "lvae": build_lvae,
+}
 
 
 def _add_srnn_arguments(parser: argparse.ArgumentParser) -> None:
@@ -189,11 +226,52 @@ def _zforcing_config(args: argparse.Namespace, x_dim: int) -> Dict[str, Any]:
     }
 
 
+def _int_list(text: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive comma-separated integers, got {text!r}")
+    return values
+
+
+def _add_lvae_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Ladder VAE")
+    group.add_argument("--z-dims", type=_int_list, default=[64, 32, 16, 8, 4], help="latent sizes, bottom to top (default: the paper's 5 layers 64,32,16,8,4)")
+    group.add_argument("--hidden-dims", type=_int_list, default=[512, 256, 128, 64, 32], help="deterministic block widths per layer, bottom to top")
+    group.add_argument("--num-layers", type=_positive_int, default=2, help="dense layers per deterministic block")
+    group.add_argument("--guide", choices=LVAE_GUIDES, default="ladder", help="ladder (LVAE) or bottom-up (the paper's VAE baseline; needs --elbo trace)")
+    group.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True, help="batch normalisation in the deterministic blocks")
+    group.add_argument("--share-top-down", action=argparse.BooleanOptionalAction, default=True, help="the ladder guide uses the model's top-down blocks (as in the paper)")
+
+
+def _lvae_config(args: argparse.Namespace, x_dim: int) -> Dict[str, Any]:
+    if len(args.z_dims) != len(args.hidden_dims):
+        raise ValueError(f"--z-dims and --hidden-dims need one entry per layer, got {args.z_dims} and {args.hidden_dims}")
+    if args.aux_weight > 0 or args.backward_weight > 0:
+        raise ValueError("--aux-weight/--backward-weight are Z-Forcing options; the Ladder VAE has no auxiliary cost")
+    guide = {"kind": args.guide}
+    if args.guide == "ladder":
+        guide["share_top_down"] = args.share_top_down
+    return {
+        "model": {
+            "x_dim": x_dim,
+            "z_dims": args.z_dims,
+            "hidden_dims": args.hidden_dims,
+            "num_layers": args.num_layers,
+            "batch_norm": args.batch_norm,
+        },
+        "guide": guide,
+    }
+
+
 #: Training command-line options per kind: ``(add_arguments(parser), config_from_args(args, x_dim))``.
 #: ``config_from_args`` returns the ``"model"``/``"guide"`` part of the run config.
 TRAIN_OPTIONS: Dict[str, Tuple[Callable, Callable]] = {
     "srnn": (_add_srnn_arguments, _srnn_config),
     "zforcing": (_add_zforcing_arguments, _zforcing_config),
+    "lvae": (_add_lvae_arguments, _lvae_config),
 }
 
 
@@ -354,7 +432,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    train = _chunk(_load_split(args.data, "train", args.data_root, args.max_train_sequences), args.max_length)
+    from pyro_seq.data import load_sequences
+
+    train_data = load_sequences(args.data, "train", data_root=args.data_root, limit=args.max_train_sequences)
+    dynamic = bool(getattr(train_data, "dynamic_binarization", False))
+    train = _chunk(list(train_data), args.max_length)
     valid = _load_split(args.data, "valid", args.data_root, args.max_eval_sequences)[:: args.eval_every]
     x_dim = int(train[0].shape[-1])
     logger.info(
@@ -414,7 +496,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     (out / "config.json").write_text(json.dumps({"kind": args.model, **config}, indent=2) + "\n")
 
     def train_batches(epoch: int):
-        return make_batches(train, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch)
+        batches = make_batches(train, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch)
+        if dynamic:  # grey levels: a fresh binarization per batch, deterministic in (seed, epoch)
+            from pyro_seq.data import binarize_batches
+
+            return binarize_batches(batches, args.seed, epoch)
+        return batches
 
     def valid_batches(epoch: int):
         return make_batches(valid, args.batch_size, shuffle=False)
@@ -500,10 +587,69 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     }
     output = Path(args.output) if args.output else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_{args.split}_eval.json")
     output.parent.mkdir(parents=True, exist_ok=True)
+    if args.latent_health:
+        record["layers"] = _layer_health(model, guide, seqs, batch_size, device, output.with_suffix(".layers.png"))
     output.write_text(json.dumps(record, indent=2) + "\n")
     _print_bounds(result, f"{name} {args.split} bound of {args.checkpoint} (epoch {state.get('epoch')}):")
     print(f"  written to {output}")
     return 0
+
+
+def _sample_images(args: argparse.Namespace, model, guide, state: Dict[str, Any], device) -> int:
+    """Prior samples and test-set reconstructions of an image model, as PNG grids and .npy."""
+    import pyro
+    import pyro.poutine as poutine
+
+    from pyro_seq.plotting import image_grid_png
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shape = tuple(model.image_shape)
+    epoch = state.get("epoch")
+    pyro.set_rng_seed(args.seed)
+    with torch.no_grad():
+        x = model.generate(args.num).reshape(-1, *shape).cpu()  # [num, H, W] Bernoulli means
+    paths = [image_grid_png(x, out / "samples.png", title=f"{state['kind']} prior samples (epoch {epoch})")]
+    np.save(out / "samples.npy", x.numpy())
+    config = state["config"]
+    name = config.get("data", {}).get("name")
+    if name:
+        test = _load_split(name, "test", _data_root(args.data_root, config))
+        step = max(1, len(test) // args.num)  # spread over the split (the MNIST test split is sorted by class)
+        images = torch.stack([torch.as_tensor(test[i]) for i in range(0, step * args.num, step)]).to(device)  # [num, 1, x_dim]
+        with torch.no_grad():
+            guide_trace = poutine.trace(guide).get_trace(images)
+            recon = poutine.replay(model, trace=guide_trace)(images).reshape(-1, *shape).cpu()  # [num, H, W]
+        pairs = torch.stack([images.reshape(-1, *shape).cpu(), recon], 1).reshape(-1, *shape)  # data, reconstruction, ...
+        paths.append(image_grid_png(pairs, out / "reconstructions.png", title=f"{name} test images (odd) and reconstructions (even)"))
+    logger.info("wrote %s", ", ".join(map(str, paths)))
+    print(f"wrote {', '.join(map(str, paths))}")
+    return 0
+
+
+def _layer_health(model, guide, sequences, batch_size: int, device, png: Path) -> Dict[str, Any]:
+    """Per-layer KL and active units (hierarchical models) as a JSON-able dict, and their plot."""
+    from pyro_seq.data import make_batches
+    from pyro_seq.diagnostics import layer_health, plot_layer_kl
+
+    if not hasattr(model, "z_dims"):
+        raise ValueError(f"--latent-health reports stochastic layers; {type(model).__name__} has none (use pyro_seq.diagnostics.latent_health)")
+    batches = (b.to(device) for b in make_batches(sequences, batch_size, shuffle=False))
+    healths = layer_health(model, guide, batches)
+    plot_layer_kl(healths, path=png)
+    for name, h in healths.items():
+        print(f"  {name}: KL {h.kl_per_frame:.3f} nats per data point, {h.active_units} of {h.kl_per_unit.size} units active")
+    print(f"  per-layer KL plot: {png}")
+    return {
+        name: {
+            "kl_nats": h.kl_per_frame,
+            "active_units": h.active_units,
+            "units": int(h.kl_per_unit.size),
+            "kl_per_unit": h.kl_per_unit.tolist(),
+            "posterior_mean_variance": h.posterior_mean_variance.tolist(),
+        }
+        for name, h in healths.items()
+    }
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -512,7 +658,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pyro_seq.midi import piano_roll_png, write_midi
 
     device = resolve_device(args.device)
-    model, _, _, state = load_model(args.checkpoint, device=device)
+    model, guide, _, state = load_model(args.checkpoint, device=device)
+    if hasattr(model, "image_shape"):
+        return _sample_images(args, model, guide, state, device)
     if not hasattr(model, "generate"):
         raise ValueError(f"model kind {state['kind']!r} has no generate() method")
     pyro.set_rng_seed(args.seed)
@@ -613,17 +761,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-sequences", type=_positive_int, default=None, help="only the first N sequences")
     p.add_argument("--every", type=_positive_int, default=1, help="only every N-th sequence (after --max-sequences)")
     p.add_argument("--output", default=None, help="JSON output (default: next to the checkpoint)")
+    p.add_argument("--latent-health", action="store_true", help="also KL and active units per stochastic layer (Ladder VAE), with a PNG next to the JSON")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
 
     # sample
-    p = commands.add_parser("sample", help="generate piano rolls (PNG + MIDI)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = commands.add_parser("sample", help="generate piano rolls (PNG + MIDI), or image grids (samples, reconstructions)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint")
     p.add_argument("--num", type=_positive_int, default=4)
     p.add_argument("--steps", type=_positive_int, default=128)
     p.add_argument("--out", required=True)
     p.add_argument("--seconds-per-step", type=float, default=0.25)
+    p.add_argument("--data-root", default=None, help="data root for the test images an image model reconstructs (default: as evaluate)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_sample)

@@ -254,3 +254,62 @@ def gaussian_kl(loc_q, scale_q, loc_p, scale_p):
     var_ratio = (scale_q / scale_p) ** 2
     t1 = ((loc_q - loc_p) / scale_p) ** 2
     return 0.5 * (var_ratio + t1 - 1 - var_ratio.log())
+
+
+def dense_layers(input_dim, widths, batch_norm=False, activation=nn.LeakyReLU):
+    """
+    ``Linear -> [BatchNorm1d] -> activation`` for each width in ``widths``, as one
+    :class:`torch.nn.Sequential` ``[..., input_dim] -> [..., widths[-1]]`` (the
+    deterministic blocks of the Ladder VAE; batch norm before the nonlinearity).
+    """
+    layers, n_in = [], input_dim
+    for width in widths:
+        layers.append(nn.Linear(n_in, width))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(activation())
+        n_in = width
+    return nn.Sequential(*layers)
+
+
+class GaussianBlock(nn.Module):
+    """
+    A deterministic block and a diagonal-Gaussian head on it:
+    ``inputs [batch, input_dim] -> (features [batch, width], loc, scale [batch, z_dim])``,
+    the mean soft-clamped and the standard deviation bounded as in
+    :func:`bounded_loc_scale`.
+
+    :param int input_dim: input size.
+    :param int width: width of each of the ``num_layers`` dense layers.
+    :param int z_dim: output size.
+    :param bool batch_norm: batch normalisation in the dense layers (not in the head).
+    """
+
+    def __init__(self, input_dim, width, z_dim, num_layers=2, batch_norm=False, min_scale=MIN_SCALE):
+        super().__init__()
+        self.min_scale = min_scale
+        self.body = dense_layers(input_dim, [width] * num_layers, batch_norm)
+        self.head = nn.Linear(width, 2 * z_dim)
+
+    def forward(self, inputs):
+        features = self.body(inputs)  # [batch, width]
+        loc, scale = bounded_loc_scale(self.head(features), self.min_scale)  # [batch, z_dim] each
+        return features, loc, scale
+
+
+def precision_merge(loc_a, scale_a, loc_b, scale_b):
+    r"""
+    Product of two diagonal Gaussians, renormalised (the Ladder VAE's precision
+    weighting of a bottom-up estimate and a top-down prior):
+
+    .. math::
+
+        \sigma^2 = \frac{1}{\sigma_a^{-2} + \sigma_b^{-2}}, \qquad
+        \mu = \big(\mu_a \sigma_a^{-2} + \mu_b \sigma_b^{-2}\big)\, \sigma^2.
+
+    Elementwise, any broadcastable shapes; returns ``(loc, scale)``.
+    """
+    prec_a, prec_b = scale_a.pow(-2), scale_b.pow(-2)
+    var = 1.0 / (prec_a + prec_b)
+    loc = (loc_a * prec_a + loc_b * prec_b) * var
+    return loc, var.sqrt()

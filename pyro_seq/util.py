@@ -84,3 +84,41 @@ def record(name, value, event_dim=1):
         obs=value,
         infer={"is_auxiliary": True, "_deterministic": True},
     )
+
+
+class GuideModelCache:
+    r"""
+    Hands a value the guide computed to the *next* model call on the same data,
+    so one ELBO evaluation (guide, then the model replayed on its samples) runs
+    a shared deterministic computation once: SRNN's :math:`d_{1:T}`, Z-Forcing's
+    forward LSTM path, the Ladder VAE's top-down prior parameters. Sharing
+    also means one dropout mask and one batch-norm update per SVI step.
+
+    :meth:`take` returns the stored value only when it is asked for with the
+    very ``x`` tensor it was stored with, the parameters of ``modules`` (the
+    modules the value depends on) have not changed in place since (their
+    ``_version`` counters), and the grad mode is the same; any other call gets
+    ``None`` and the caller recomputes. The entry is consumed by the first
+    :meth:`take`.
+    """
+
+    def __init__(self):
+        self._entry = None
+
+    @staticmethod
+    def _version(modules):
+        return tuple(p._version for m in modules for p in m.parameters())
+
+    def put(self, x, value, modules):
+        """Keep ``value`` (computed from ``x`` with ``modules``) for the next :meth:`take` on ``x``."""
+        self._entry = (x, self._version(modules), torch.is_grad_enabled(), value)
+
+    def take(self, x, modules):
+        """The value stored for ``x`` if still valid, else ``None``."""
+        entry, self._entry = self._entry, None
+        if entry is None:
+            return None
+        cached_x, version, grad_mode, value = entry
+        if cached_x is x and grad_mode == torch.is_grad_enabled() and version == self._version(modules):
+            return value
+        return None

@@ -57,3 +57,44 @@ def test_log_weight_helper_on_cpu(kind):
 @pytest.mark.parametrize("kind", sorted(BUILDERS))
 def test_cpu_and_cuda_give_the_same_bound(kind):
     check_devices_agree("cuda", kind)
+
+
+def check_lvae_devices_agree(device):
+    from pyro_seq.guides import LadderGuide
+    from pyro_seq.losses import WarmupTrace_ELBO
+    from pyro_seq.models import LadderVAE
+
+    torch.manual_seed(0)
+    model = LadderVAE(x_dim=12, z_dims=(4, 3), hidden_dims=(8, 6)).double()
+    guide = LadderGuide(model).double()
+    model.eval()
+    guide.eval()
+    x = (torch.rand(5, 1, 12) < 0.3).double()
+    trace = poutine.trace(guide).get_trace(x)
+    data = {name: trace.nodes[name]["value"].detach() for name in ("z_1", "z_2")}
+
+    def weight(x, data):
+        g = poutine.trace(poutine.condition(guide, data=data)).get_trace(x)
+        m = poutine.trace(poutine.condition(model, data=data)).get_trace(x)
+        return m.log_prob_sum() - g.log_prob_sum()
+
+    on_cpu = weight(x, data)
+    model.to(device)
+    guide.to(device)
+    pyro.clear_param_store()
+    on_device = weight(x.to(device), {k: v.to(device) for k, v in data.items()})
+    assert torch.allclose(on_cpu, on_device.cpu(), atol=1e-8, rtol=0)
+    model.train()
+    guide.train()
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), WarmupTrace_ELBO(schedule=0.5))
+    assert torch.isfinite(torch.tensor(svi.step(x.to(device))))
+    assert model.generate(2).device.type == torch.device(device).type
+
+
+def test_lvae_log_weight_helper_on_cpu():
+    check_lvae_devices_agree("cpu")
+
+
+@pytest.mark.cuda
+def test_lvae_cpu_and_cuda_give_the_same_bound():
+    check_lvae_devices_agree("cuda")

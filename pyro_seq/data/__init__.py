@@ -9,6 +9,10 @@ Data sets and batching for :mod:`pyro_seq`.
 * :func:`load_sequential_mnist` / :func:`load_binarized_mnist` -- row-wise
   sequential binarized MNIST (28 steps of 28 pixels).
 * :func:`load_wav_frames` -- normalised frames of raw audio from a folder of WAV files.
+* :func:`load_images` -- 28×28 images (``binarized_mnist``, ``dynamic_mnist``,
+  ``omniglot``) as one-frame sequences ``[1, 784]``; :func:`load_mnist`,
+  :func:`load_omniglot` for the raw arrays and :func:`binarize_batches` for
+  per-batch binarization of grey-level training images.
 * :func:`load_sequences` -- one split of any of these by name (used by the command line).
 * :func:`make_batches` / :class:`SequenceBatch` -- length-grouped, padded,
   masked batches.
@@ -33,6 +37,14 @@ from .download import (
     sha256sum,
 )
 from .batching import SequenceDataset
+from .images import (
+    IMAGE_DATASETS,
+    ImageDataset,
+    binarize_batches,
+    load_images,
+    load_mnist,
+    load_omniglot,
+)
 from .mnist import load_binarized_mnist, load_sequential_mnist
 from .music import DATASETS, MIN_NOTE, NOTE_RANGE, SPLITS, DatasetInfo, MusicDataset, load_music
 from .wav import WavData, WavStats, load_wav_frames
@@ -45,6 +57,8 @@ __all__ = [
     "DataUnavailableError",
     "DatasetInfo",
     "DownloadIntegrityError",
+    "IMAGE_DATASETS",
+    "ImageDataset",
     "MIN_NOTE",
     "MusicDataset",
     "NOTE_RANGE",
@@ -54,9 +68,13 @@ __all__ = [
     "SequenceDataset",
     "WavData",
     "WavStats",
+    "binarize_batches",
     "fetch",
     "load_binarized_mnist",
+    "load_images",
+    "load_mnist",
     "load_music",
+    "load_omniglot",
     "load_sequences",
     "load_sequential_mnist",
     "load_wav_frames",
@@ -69,8 +87,8 @@ __all__ = [
 ]
 
 #: Names accepted by :func:`load_sequences`: the music sets of :data:`DATASETS`,
-#: ``"mnist"`` and ``"wav"``.
-SEQUENCE_DATASETS = tuple(DATASETS) + ("mnist", "wav")
+#: ``"mnist"``, ``"wav"`` and the image sets of :data:`IMAGE_DATASETS`.
+SEQUENCE_DATASETS = tuple(DATASETS) + ("mnist", "wav") + tuple(IMAGE_DATASETS)
 
 
 def load_sequences(name, split, data_root=None, download=True, limit=None):
@@ -84,7 +102,12 @@ def load_sequences(name, split, data_root=None, download=True, limit=None):
     * ``"wav"``: :func:`load_wav_frames` on the folder ``data_root`` itself
       (required; default frame size 200 and fractions), sequences
       ``[T_i, 200]`` normalised with the training statistics. The folder is
-      read once for all splits while its files do not change.
+      read once for all splits while its files do not change;
+    * image names (``"binarized_mnist"``, ``"dynamic_mnist"``, ``"omniglot"``):
+      :func:`load_images`, each image a one-frame sequence ``[1, 784]`` (its
+      28×28 pixels in row-major order) in an :class:`ImageDataset`; grey-level
+      training splits have ``dynamic_binarization = True`` and are meant to be
+      binarized per batch with :func:`binarize_batches`.
 
     :param str name: one of :data:`SEQUENCE_DATASETS`.
     :param str split: ``"train"``, ``"valid"`` or ``"test"``.
@@ -92,8 +115,8 @@ def load_sequences(name, split, data_root=None, download=True, limit=None):
         ``"wav"``, the folder of WAV files.
     :param bool download: whether missing files may be downloaded (built, for ``"chorales"``).
     :param int limit: keep only the first ``limit`` sequences.
-    :returns: a :class:`MusicDataset` or :class:`SequenceDataset` of float32 arrays
-        ``[T_i, x_dim]``.
+    :returns: a :class:`MusicDataset`, :class:`SequenceDataset` or
+        :class:`ImageDataset` of float32 arrays ``[T_i, x_dim]``.
     :raises ValueError: unknown name or split.
     :raises DataError: the data cannot be loaded (see the loaders).
     """
@@ -105,6 +128,8 @@ def load_sequences(name, split, data_root=None, download=True, limit=None):
         raise ValueError(f"Unknown split {split!r}; valid splits are: {', '.join(SPLITS)}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    if name in IMAGE_DATASETS:
+        return load_images(name, split, data_root=data_root, download=download, limit=limit)
     if name == "mnist":
         return load_sequential_mnist(split, data_root=data_root, download=download, limit=limit)
     if name == "wav":

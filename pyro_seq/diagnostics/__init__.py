@@ -27,12 +27,13 @@ from pyro_seq.diagnostics.arviz_adapter import (
     to_inference_data,
 )
 from pyro_seq.diagnostics.compare import compare_guides, compare_inference_data
-from pyro_seq.diagnostics.latents import ACTIVE_THRESHOLD, LatentHealth, latent_health
+from pyro_seq.diagnostics.latents import ACTIVE_THRESHOLD, LatentHealth, latent_health, layer_health
 from pyro_seq.diagnostics.plots import (
     plot_compare,
     plot_kl_heatmap,
     plot_kl_per_unit,
     plot_khat,
+    plot_layer_kl,
     plot_music_ppc,
 )
 from pyro_seq.diagnostics.ppc import music_statistics
@@ -48,6 +49,7 @@ __all__ = [
     "importance_weights",
     "iw_log_likelihood",
     "latent_health",
+    "layer_health",
     "music_ppc",
     "music_statistics",
     "pareto_khat",
@@ -55,6 +57,7 @@ __all__ = [
     "plot_kl_heatmap",
     "plot_kl_per_unit",
     "plot_khat",
+    "plot_layer_kl",
     "plot_music_ppc",
     "to_inference_data",
 ]

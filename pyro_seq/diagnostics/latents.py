@@ -50,6 +50,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from pyro.poutine.util import site_is_subsample
 
 from pyro_seq.diagnostics._common import (
     base_distribution,
@@ -72,6 +73,7 @@ __all__ = [
     "latent_health",
     "latent_path",
     "latent_steps",
+    "layer_health",
 ]
 
 #: Burda et al. (2016)'s activity threshold on the variance of the posterior mean.
@@ -325,3 +327,61 @@ def latent_path(guide_trace, num_steps, site="z"):
         return guide_trace.nodes[site]["value"]
     names = step_site_names(guide_trace, site, num_steps)
     return torch.stack([guide_trace.nodes[n]["value"] for n in names], dim=-2)
+
+
+def layer_health(model, guide, batches, sites=None, threshold=ACTIVE_THRESHOLD):
+    r"""
+    KL per unit and active units of each stochastic *layer* of a hierarchical
+    model (the Ladder VAE's :math:`z_1, \dots, z_L`), over a data split: one
+    guide sample per data point, model and guide in eval mode, no gradients.
+
+    For layer site :math:`z_i` the KL is the analytic
+    :math:`\mathrm{KL}(q(z_i \mid \cdot) \,\|\, p(z_i \mid z_{i+1}))` at the
+    sampled parents (summed over layers it is the ELBO's KL for that sample), and
+    a unit is active when the variance over the split of its posterior mean
+    exceeds ``threshold`` (Sønderby et al. 2016 after Burda et al. 2016).
+
+    :param batches: iterable of :class:`~pyro_seq.data.SequenceBatch` (or ``(x, mask)``).
+    :param sites: latent site names (default: every latent sample site of the
+        guide, in sorted order: ``z_1 .. z_L``).
+    :returns: dict ``site -> LatentHealth`` with one "frame" per data point
+        (``kl_per_frame`` is nats per data point, ``kl_per_step`` ``[N, 1]``).
+    """
+    kl_sum, moments, count, per_point = {}, {}, 0, {}
+    with eval_mode(model, guide), torch.no_grad():
+        for batch in batches:
+            x, mask = batch_tensors(batch)
+            guide_trace, model_trace = trace_pair(model, guide, x, mask)
+            if sites is None:
+                sites = sorted(
+                    n for n, site in guide_trace.nodes.items()
+                    if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+                )
+                if not sites:
+                    raise ValueError("the guide has no latent sample sites")
+            for name in sites:
+                q = _normal(guide_trace.nodes[name], "guide")
+                p = _normal(model_trace.nodes[name], "model")
+                kl = gaussian_kl(q.loc, q.scale, p.loc, p.scale).double()  # [batch, z_dim]
+                if name not in kl_sum:
+                    kl_sum[name] = torch.zeros(kl.shape[-1], dtype=torch.float64)
+                    moments[name], per_point[name] = Moments(kl.shape[-1]), []
+                kl_sum[name] += kl.sum(0).cpu()
+                moments[name].update(q.loc.expand_as(kl))  # [batch, z_dim]
+                per_point[name].append(kl.sum(-1).cpu())  # [batch]
+            count += x.shape[0]
+    if not count:
+        raise ValueError("layer_health() got no batches")
+    out = {}
+    for name in sites:
+        variance = moments[name].variance
+        out[name] = LatentHealth(
+            kl_per_step=torch.cat(per_point[name]).unsqueeze(-1).numpy(),
+            lengths=np.ones(count, dtype=np.int64),
+            kl_per_frame=float(kl_sum[name].sum() / count),
+            kl_per_unit=(kl_sum[name] / count).numpy(),
+            posterior_mean_variance=variance.numpy(),
+            active_units=int((variance > threshold).sum()),
+            threshold=float(threshold),
+        )
+    return out

@@ -18,6 +18,7 @@ __all__ = [
     "plot_kl_heatmap",
     "plot_kl_per_unit",
     "plot_khat",
+    "plot_layer_kl",
     "plot_music_ppc",
 ]
 
@@ -83,6 +84,30 @@ def plot_kl_per_unit(health, ax=None, path=None):
     )
     _finish(fig, path, created)
     return ax
+
+
+def plot_layer_kl(healths, path=None):
+    """
+    One :func:`plot_kl_per_unit` panel per stochastic layer (the result of
+    :func:`~pyro_seq.diagnostics.layer_health`), KL in nats per data point.
+
+    :returns: the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    names = list(healths)
+    fig, axes = plt.subplots(len(names), 1, figsize=(8.0, 2.2 * len(names)), squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        health = healths[name]
+        plot_kl_per_unit(health, ax=ax)
+        ax.set_ylabel("KL (nats)")
+        ax.set_title(
+            f"{name}: KL {health.kl_per_frame:.2f} nats, {health.active_units} of "
+            f"{health.kl_per_unit.size} units active", fontsize=9
+        )
+    fig.tight_layout()
+    _finish(fig, path, True)
+    return fig
 
 
 def plot_khat(khat, ax=None, path=None, threshold=arviz_adapter.KHAT_THRESHOLD):

@@ -7,8 +7,9 @@ duplicating them. The model is *not* registered as a submodule of the guide,
 so every parameter keeps exactly one Pyro name.
 """
 
+from pyro_seq.guides.ladder import BottomUpGuide, LadderGuide
 from pyro_seq.guides.lgssm import LinearGaussianSSMGuide
 from pyro_seq.guides.srnn import GUIDE_KINDS, SRNNGuide
 from pyro_seq.guides.zforcing import AUXILIARY_KINDS, ZForcingGuide
 
-__all__ = ["AUXILIARY_KINDS", "GUIDE_KINDS", "LinearGaussianSSMGuide", "SRNNGuide", "ZForcingGuide"]
+__all__ = ["AUXILIARY_KINDS", "BottomUpGuide", "GUIDE_KINDS", "LadderGuide", "LinearGaussianSSMGuide", "SRNNGuide", "ZForcingGuide"]

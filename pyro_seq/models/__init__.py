@@ -3,7 +3,8 @@ Generative models of pyro_seq, written as Pyro models.
 
 Each model is a :class:`~pyro.nn.PyroModule` whose ``forward(x, mask)`` is a
 Pyro model over a padded batch of sequences ``x [batch, time, x_dim]`` with a
-prefix ``mask [batch, time]``; pair it with a guide from :mod:`pyro_seq.guides`
+prefix ``mask [batch, time]`` (images, for :class:`LadderVAE`, are one-frame
+sequences ``[batch, 1, x_dim]`` or plain ``[batch, x_dim]``); pair it with a guide from :mod:`pyro_seq.guides`
 and an ELBO from :mod:`pyro_seq.losses`::
 
     model = SRNN(x_dim=88)
@@ -12,8 +13,9 @@ and an ELBO from :mod:`pyro_seq.losses`::
     svi.step(x, mask)
 """
 
+from pyro_seq.models.ladder import LadderVAE
 from pyro_seq.models.lgssm import LinearGaussianSSM
 from pyro_seq.models.srnn import LIKELIHOODS, SRNN
 from pyro_seq.models.zforcing import ZForcing
 
-__all__ = ["LIKELIHOODS", "LinearGaussianSSM", "SRNN", "ZForcing"]
+__all__ = ["LIKELIHOODS", "LadderVAE", "LinearGaussianSSM", "SRNN", "ZForcing"]

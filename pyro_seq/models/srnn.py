@@ -8,7 +8,7 @@ from pyro.nn import PyroModule, pyro_method
 
 from pyro_seq.distributions import MarkovGaussianChain, frame_distribution
 from pyro_seq.nn import MLP, GaussianTransition, gaussian_log_prob, shift_right
-from pyro_seq.util import check_sequences
+from pyro_seq.util import GuideModelCache, check_sequences
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -102,7 +102,7 @@ class SRNN(PyroModule):
         self.emitter = MLP(z_dim + d_dim, [hidden_dim, hidden_dim], out_dim, dropout=dropout)
         self.register_buffer("x_0", torch.zeros(x_dim))
         self.register_buffer("z_0", torch.zeros(z_dim))
-        self._d_cache = None
+        self._d_cache = GuideModelCache()
 
     # ------------------------------------------------------------------ helpers
     def check(self, x, mask=None):
@@ -110,9 +110,6 @@ class SRNN(PyroModule):
         return check_sequences(
             x, mask, x_dim=self.x_dim, binary=self.likelihood == "bernoulli"
         )
-
-    def _d_rnn_version(self):
-        return tuple(p._version for p in self.d_rnn.parameters())
 
     def deterministic(self, x):
         r"""
@@ -125,15 +122,9 @@ class SRNN(PyroModule):
         :returns: ``d [batch, time, d_dim]``
         """
         d_rnn = self.d_rnn  # registers its parameters with Pyro when running as a model
-        cache, self._d_cache = self._d_cache, None
-        if cache is not None:
-            cached_x, version, grad_mode, d = cache
-            if (
-                cached_x is x
-                and version == self._d_rnn_version()
-                and grad_mode == torch.is_grad_enabled()
-            ):
-                return d
+        d = self._d_cache.take(x, [d_rnn])
+        if d is not None:
+            return d
         u = self.input_dropout(shift_right(x, self.x_0))  # [batch, time, x_dim]: x_{t-1}
         d, _ = d_rnn(u)  # [batch, time, d_dim]
         return d
@@ -141,7 +132,7 @@ class SRNN(PyroModule):
     def share_deterministic(self, x):
         """Compute :math:`d_{1:T}` and keep it for the next model call on ``x``."""
         d = self.deterministic(x)
-        self._d_cache = (x, self._d_rnn_version(), torch.is_grad_enabled(), d)
+        self._d_cache.put(x, d, [self.d_rnn])
         return d
 
     def emission(self, z, d):

@@ -9,7 +9,7 @@ from pyro.nn import PyroModule, pyro_method
 from pyro_seq.distributions import RecurrentGaussianChain, frame_distribution
 from pyro_seq.models.srnn import LIKELIHOODS
 from pyro_seq.nn import MLP, GaussianHead, gaussian_log_prob, lstm_cell, shift_right
-from pyro_seq.util import check_sequences
+from pyro_seq.util import GuideModelCache, check_sequences
 
 
 class ZForcing(PyroModule):
@@ -104,7 +104,7 @@ class ZForcing(PyroModule):
         self.emitter = MLP(h_dim, [hidden_dim], out_dim, dropout=dropout)
         self.register_buffer("x_0", torch.zeros(x_dim))
         self.register_buffer("z_0", torch.zeros(z_dim))
-        self._shared = None
+        self._shared = GuideModelCache()
 
     # ------------------------------------------------------------------ helpers
     def check(self, x, mask=None):
@@ -151,8 +151,9 @@ class ZForcing(PyroModule):
         gates = gates_x_t + self.z_embed(z_t) @ w_z.t()  # [batch, 4h]
         return lstm_cell(gates, state, rnn.weight_hh_l0)
 
-    def _recurrence_version(self):
-        return tuple(p._version for m in (self.x_embed, self.z_embed, self.rnn) for p in m.parameters())
+    @property
+    def _recurrence(self):
+        return [self.x_embed, self.z_embed, self.rnn]
 
     def share_path(self, x, e_x, z, h):
         r"""
@@ -161,16 +162,7 @@ class ZForcing(PyroModule):
         ``z`` tensor (replay): the model then skips its own LSTM pass, and both sides
         use one dropout mask. Any other call recomputes them.
         """
-        self._shared = (x, z, e_x, h, self._recurrence_version(), torch.is_grad_enabled())
-
-    def _take_shared(self, x):
-        shared, self._shared = self._shared, None
-        if shared is None:
-            return None
-        cached_x, z, e_x, h, version, grad_mode = shared
-        if cached_x is x and version == self._recurrence_version() and grad_mode == torch.is_grad_enabled():
-            return z, e_x, h
-        return None
+        self._shared.put(x, (z, e_x, h), self._recurrence)
 
     def hidden_path(self, e_x, z):
         """
@@ -242,7 +234,7 @@ class ZForcing(PyroModule):
         """
         x, mask, _ = self.check(x, mask)
         batch, time, _ = x.shape
-        shared = self._take_shared(x)  # (z, e_x, h) from the guide, or None
+        shared = self._shared.take(x, self._recurrence)  # (z, e_x, h) from the guide, or None
         e_x = self.frame_inputs(x) if shared is None else shared[1]  # [batch, time, emb]
         with pyro.plate("sequences", batch, dim=-1):
             if self.fast:

@@ -1,0 +1,240 @@
+"""The Ladder variational autoencoder (LVAE) of Sønderby et al. (2016): its generative model."""
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+from pyro.nn import PyroModule
+
+from pyro_seq.nn import MIN_SCALE, GaussianBlock, dense_layers
+from pyro_seq.util import GuideModelCache
+
+#: The paper's MNIST setting: five stochastic layers (``z_1`` nearest the data).
+PAPER_Z_DIMS = (64, 32, 16, 8, 4)
+#: Widths of the deterministic blocks of each layer in the paper's MNIST setting.
+PAPER_HIDDEN_DIMS = (512, 256, 128, 64, 32)
+
+
+def top_down_blocks(z_dims, hidden_dims, num_layers=2, batch_norm=True, min_scale=MIN_SCALE):
+    r"""
+    The top-down Gaussian blocks :math:`z_{i+1} \mapsto (\mu^p_i, \sigma^p_i)` for
+    :math:`i = 1, \dots, L-1`: block ``i - 1`` reads :math:`z_{i+1}` through
+    ``num_layers`` dense layers of width ``hidden_dims[i]``.
+
+    :rtype: torch.nn.ModuleList
+    """
+    return nn.ModuleList(
+        GaussianBlock(z_dims[i], hidden_dims[i], z_dims[i - 1], num_layers, batch_norm, min_scale)
+        for i in range(1, len(z_dims))
+    )
+
+
+def check_images(x, mask=None, x_dim=None, name="x"):
+    """
+    Validate a batch of flat binary images and return it as ``[batch, x_dim]``.
+
+    Accepts ``[batch, x_dim]`` or one-frame sequences ``[batch, 1, x_dim]`` (what
+    :func:`~pyro_seq.data.make_batches` gives for image data sets), with an
+    optional all-True ``mask`` ``[batch, 1]``.
+
+    :raises ValueError: naming the argument, the expected and the actual shape or range.
+    """
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 3:
+        if x.size(1) != 1:
+            raise ValueError(
+                f"{name} must have shape [batch, x_dim] or [batch, 1, x_dim] (images are "
+                f"one-frame sequences), got shape {tuple(x.shape)}"
+            )
+        if mask is not None and (mask.shape != x.shape[:2] or not bool(mask.all())):
+            raise ValueError(f"mask must be all True with shape {tuple(x.shape[:2])}, got {mask}")
+        x = x[:, 0]
+    elif x.dim() != 2:
+        raise ValueError(f"{name} must have shape [batch, x_dim] or [batch, 1, x_dim], got shape {tuple(x.shape)}")
+    if x.size(0) == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    if x_dim is not None and x.size(-1) != x_dim:
+        raise ValueError(f"{name} has {x.size(-1)} pixels per image but the model expects x_dim={x_dim}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating point tensor, got {x.dtype}")
+    if not ((x == 0) | (x == 1)).all():
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or inf values")
+        raise ValueError(
+            f"{name} must be binary (0/1) for a Bernoulli likelihood; found values in "
+            f"[{x.min().item():g}, {x.max().item():g}] (binarize grey-level images first, "
+            "e.g. pyro_seq.data.binarize_batches)"
+        )
+    return x
+
+
+class LadderVAE(PyroModule):
+    r"""
+    The generative model of the Ladder VAE (Sønderby et al. 2016): a hierarchy of
+    :math:`L` diagonal-Gaussian layers with a deterministic top-down path, and a
+    Bernoulli likelihood for binary images:
+
+    .. math::
+
+        p_\theta(x, z_{1:L}) = p(z_L) \prod_{i=1}^{L-1} p_\theta(z_i \mid z_{i+1})\;
+            p_\theta(x \mid z_1), \qquad p(z_L) = \mathcal{N}(0, I), \\
+        p_\theta(z_i \mid z_{i+1}) = \mathcal{N}\big(\mu^p_i(z_{i+1}),
+            \operatorname{diag} \sigma^p_i(z_{i+1})^2\big), \qquad
+        p_\theta(x \mid z_1) = \operatorname{Bernoulli}\big(\operatorname{sigmoid} f(z_1)\big),
+
+    where :math:`\mu^p_i, \sigma^p_i` and :math:`f` are deterministic blocks
+    (``num_layers`` dense layers of width ``hidden_dims[i]``, leaky ReLU, optional
+    batch normalisation). Sites ``"z_L", ..., "z_1"`` (sampled top-down) and ``"x"``
+    in a plate ``"data"``. Pair it with :class:`~pyro_seq.guides.LadderGuide` (the
+    LVAE) or :class:`~pyro_seq.guides.BottomUpGuide` (the paper's "VAE" rows) and a
+    warm-up ELBO from :mod:`pyro_seq.losses`::
+
+        model = LadderVAE()                       # the paper's 5-layer MNIST setting
+        guide = LadderGuide(model)
+        svi = SVI(model, guide, Adam({"lr": 2e-3}), WarmupTrace_ELBO(LinearSchedule(0.0, 1.0, 10000)))
+        svi.step(x)                               # x [batch, 784] or [batch, 1, 784], 0/1
+
+    Batch normalisation: in training mode each block normalises with its batch
+    statistics and updates its running statistics; the Ladder guide computes the
+    top-down parameters once per ELBO evaluation and hands them to this model
+    (:class:`~pyro_seq.util.GuideModelCache`), so one SVI step updates each
+    block's running statistics once. In evaluation mode (``model.eval()``, as
+    :func:`pyro_seq.bounds.evaluate` and the trainer's validation set it) the
+    running statistics are used and never updated, so importance sampling with
+    thousands of samples per image neither depends on the batch nor pollutes them.
+
+    :param int x_dim: pixels per image (784 for 28×28).
+    :param z_dims: latent sizes :math:`(|z_1|, \dots, |z_L|)`, bottom to top.
+    :param hidden_dims: widths of the deterministic blocks of each layer, bottom to top.
+    :param int num_layers: dense layers per deterministic block.
+    :param bool batch_norm: batch normalisation in the deterministic blocks.
+    :param float min_scale: standard-deviation floor of every Gaussian.
+    :param image_shape: ``(height, width)`` for pictures (default: square if possible).
+
+    **References**
+
+    [1] Casper Kaae Sønderby, Tapani Raiko, Lars Maaløe, Søren Kaae Sønderby, Ole Winther,
+        "Ladder Variational Autoencoders", NIPS 2016, arXiv:1602.02282.
+    """
+
+    def __init__(
+        self,
+        x_dim=784,
+        z_dims=PAPER_Z_DIMS,
+        hidden_dims=PAPER_HIDDEN_DIMS,
+        num_layers=2,
+        batch_norm=True,
+        min_scale=MIN_SCALE,
+        image_shape=None,
+    ):
+        z_dims, hidden_dims = tuple(int(d) for d in z_dims), tuple(int(d) for d in hidden_dims)
+        if not z_dims or len(z_dims) != len(hidden_dims):
+            raise ValueError(
+                f"z_dims and hidden_dims must be non-empty and of equal length (one per stochastic "
+                f"layer), got {len(z_dims)} and {len(hidden_dims)}"
+            )
+        if min(z_dims + hidden_dims + (x_dim, num_layers)) < 1:
+            raise ValueError("x_dim, z_dims, hidden_dims and num_layers must be positive")
+        super().__init__()
+        if image_shape is None:
+            side = int(round(x_dim**0.5))
+            image_shape = (side, side) if side * side == x_dim else (1, x_dim)
+        self.x_dim, self.z_dims, self.hidden_dims = x_dim, z_dims, hidden_dims
+        self.num_layers, self.batch_norm, self.min_scale = num_layers, batch_norm, min_scale
+        self.image_shape = tuple(image_shape)
+        self.top_down = top_down_blocks(z_dims, hidden_dims, num_layers, batch_norm, min_scale)
+        self.decoder = nn.Sequential(
+            dense_layers(z_dims[0], [hidden_dims[0]] * num_layers, batch_norm), nn.Linear(hidden_dims[0], x_dim)
+        )
+        self._shared = GuideModelCache()
+
+    @property
+    def num_stochastic_layers(self):
+        return len(self.z_dims)
+
+    @property
+    def config(self):
+        """JSON-able constructor arguments."""
+        return dict(
+            x_dim=self.x_dim,
+            z_dims=list(self.z_dims),
+            hidden_dims=list(self.hidden_dims),
+            num_layers=self.num_layers,
+            batch_norm=self.batch_norm,
+            min_scale=self.min_scale,
+            image_shape=list(self.image_shape),
+        )
+
+    def check(self, x, mask=None):
+        """Validate inputs; returns ``x [batch, x_dim]`` (see :func:`check_images`)."""
+        return check_images(x, mask, self.x_dim)
+
+    def prior_params(self, i, z_above, blocks=None):
+        r"""
+        :math:`(\mu^p_i, \sigma^p_i)` of :math:`p(z_i \mid z_{i+1})`, each ``[batch, z_dims[i-1]]``.
+
+        :param int i: layer, ``1 <= i < L``.
+        :param torch.Tensor z_above: :math:`z_{i+1}` ``[batch, z_dims[i]]``.
+        :param blocks: top-down blocks to use (default: this model's).
+        """
+        _, loc, scale = (self.top_down if blocks is None else blocks)[i - 1](z_above)
+        return loc, scale
+
+    def share_top_down(self, x, params):
+        """
+        Keep the guide's top-down parameters ``{i: (z_{i+1}, loc, scale)}`` for the next model
+        call on the same ``x`` tensor (see :class:`~pyro_seq.util.GuideModelCache`).
+        """
+        self._shared.put(x, params, [self.top_down])
+
+    def forward(self, x, mask=None):
+        """
+        :param torch.Tensor x: ``[batch, x_dim]`` or ``[batch, 1, x_dim]`` binary images.
+        :param torch.Tensor mask: ignored except for validation (images have one frame).
+        :returns: the Bernoulli means of :math:`p(x \\mid z_1)`, ``[batch, x_dim]``
+            (reconstructions when replayed on guide samples).
+        """
+        shared = self._shared.take(x, [self.top_down]) or {}
+        top_down = self.top_down  # registers the parameters with Pyro
+        x = self.check(x, mask)  # [batch, x_dim]
+        batch, L = x.size(0), self.num_stochastic_layers
+        with pyro.plate("data", batch, dim=-1):
+            z = pyro.sample(f"z_{L}", dist.Normal(x.new_zeros(()), 1.0).expand([batch, self.z_dims[-1]]).to_event(1))
+            for i in range(L - 1, 0, -1):
+                cached = shared.get(i)
+                if cached is not None and cached[0] is z:
+                    loc, scale = cached[1], cached[2]
+                else:
+                    loc, scale = self.prior_params(i, z, top_down)  # [batch, z_dims[i-1]]
+                z = pyro.sample(f"z_{i}", dist.Normal(loc, scale).to_event(1))
+            logits = self.decoder(z)  # [batch, x_dim]
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+        return torch.sigmoid(logits)
+
+    @torch.no_grad()
+    def generate(self, num_sequences, num_steps=1, mean_frames=True):
+        """
+        Images from the prior (evaluation mode: batch norm uses running statistics).
+
+        :param int num_sequences: number of images.
+        :param int num_steps: must be 1 (images are one-frame sequences; kept for the
+            common ``generate`` signature).
+        :param bool mean_frames: return the Bernoulli means (default) instead of binary samples.
+        :returns: ``[num_sequences, 1, x_dim]``
+        """
+        if num_steps != 1:
+            raise ValueError(f"LadderVAE generates images (one frame each); num_steps must be 1, got {num_steps}")
+        was_training = self.training
+        self.eval()
+        try:
+            param = next(self.parameters())
+            z = torch.randn(num_sequences, self.z_dims[-1], device=param.device, dtype=param.dtype)  # [n, z_L]
+            for i in range(self.num_stochastic_layers - 1, 0, -1):
+                loc, scale = self.prior_params(i, z)
+                z = loc + scale * torch.randn_like(loc)  # [n, z_dims[i-1]]
+            probs = torch.sigmoid(self.decoder(z))  # [n, x_dim]
+            x = probs if mean_frames else torch.bernoulli(probs)
+        finally:
+            self.train(was_training)
+        return x.unsqueeze(1)  # [n, 1, x_dim]
