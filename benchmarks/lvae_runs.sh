@@ -2,7 +2,11 @@
 # Ladder VAE experiment (issue 5): VAE (bottom-up guide) vs LVAE (ladder guide), each with and
 # without KL warm-up + batch norm, at depths 2 and 5, on the fixed binarized MNIST.
 #
-#   PYRO_SEQ_DATA=../shared/data bash benchmarks/lvae_runs.sh [EPOCHS] [JOBS]
+#   PYRO_SEQ_DATA=../shared/data bash benchmarks/lvae_runs.sh [EPOCHS] [JOBS] [RUN ...]
+#
+# A run is named {vae,lvae}{2,5}_{plain,wu,bn,wu_bn}: bottom-up or ladder guide, depth 2 (z 64-32,
+# blocks 512-256) or 5 (the paper's 64-32-16-8-4, 512-256-128-64-32), with neither device, KL
+# warm-up only, batch norm only, or both. Default: the eight {vae,lvae}{2,5}_{plain,wu_bn} runs.
 #
 # Each run trains for EPOCHS epochs (default 80; the paper trains 2000) with Adam lr 2e-3,
 # batch 256, Monte Carlo ELBO (Trace_ELBO; one sample); warm-up = beta linear 0 -> 1 over the first
@@ -20,11 +24,21 @@ STEPS_PER_EPOCH=196  # ceil(50000 / 256)
 WARMUP=$((EPOCHS * STEPS_PER_EPOCH / 5))
 mkdir -p "$OUT"
 run() {
-  local name=$1 guide=$2 depth=$3 devices=$4
-  local dims hidden extra
-  if [ "$depth" = 5 ]; then dims=64,32,16,8,4; hidden=512,256,128,64,32; else dims=64,32; hidden=512,256; fi
-  if [ "$devices" = on ]; then extra="--batch-norm --warmup-start 0 --warmup-steps $WARMUP"
-  else extra="--no-batch-norm --warmup-start 1 --warmup-steps 0"; fi
+  local name=$1 guide dims hidden extra
+  case $name in
+    lvae*) guide=ladder ;; vae*) guide=bottom-up ;; *) echo "bad run name $name" >&2; return 1 ;;
+  esac
+  case $name in
+    *5_*) dims=64,32,16,8,4; hidden=512,256,128,64,32 ;; *2_*) dims=64,32; hidden=512,256 ;;
+    *) echo "bad run name $name" >&2; return 1 ;;
+  esac
+  case ${name#*_} in
+    plain) extra="--no-batch-norm --warmup-start 1 --warmup-steps 0" ;;
+    wu) extra="--no-batch-norm --warmup-start 0 --warmup-steps $WARMUP" ;;
+    bn) extra="--batch-norm --warmup-start 1 --warmup-steps 0" ;;
+    wu_bn) extra="--batch-norm --warmup-start 0 --warmup-steps $WARMUP" ;;
+    *) echo "bad run name $name" >&2; return 1 ;;
+  esac
   local dir=$OUT/$name
   OMP_NUM_THREADS=1 $PY -m pyro_seq train lvae --data binarized_mnist --guide "$guide" \
     --z-dims $dims --hidden-dims $hidden $extra --elbo trace --epochs "$EPOCHS" --batch-size 256 \
@@ -37,9 +51,9 @@ run() {
 }
 export -f run
 export OUT PY EPOCHS WARMUP
-printf '%s\n' \
-  "lvae5_wu_bn ladder 5 on" "vae5_wu_bn bottom-up 5 on" \
-  "lvae5_plain ladder 5 off" "vae5_plain bottom-up 5 off" \
-  "lvae2_wu_bn ladder 2 on" "vae2_wu_bn bottom-up 2 on" \
-  "lvae2_plain ladder 2 off" "vae2_plain bottom-up 2 off" |
-  xargs -P "$JOBS" -L 1 bash -c 'run "$@"' _
+shift $(( $# < 2 ? $# : 2 ))
+RUNS=("$@")
+if [ ${#RUNS[@]} -eq 0 ]; then
+  RUNS=(lvae5_wu_bn vae5_wu_bn lvae5_plain vae5_plain lvae2_wu_bn vae2_wu_bn lvae2_plain vae2_plain)
+fi
+printf '%s\n' "${RUNS[@]}" | xargs -P "$JOBS" -L 1 bash -c 'run "$@"' _

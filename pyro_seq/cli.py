@@ -54,15 +54,24 @@ def make_warmup_loss(config: Dict[str, Any]):
          "num_particles": 1, "aux_weight": 0.0, "aux_start": None, "aux_steps": 0,
          "backward_weight": 0.0}
 
-    A warm-up ELBO; with a non-zero ``aux_weight`` or ``backward_weight`` the Z-Forcing ELBO
+    A warm-up ELBO; with ``"elbo": "iwae"`` the importance-weighted bound with ``num_particles``
+    samples per sequence (:class:`~pyro_seq.bounds.IWAELoss`, no warm-up: β = 1); with a non-zero
+    ``aux_weight`` or ``backward_weight`` the Z-Forcing ELBO
     (its auxiliary weight ramps linearly from ``aux_start``, default ``aux_weight``, to
     ``aux_weight`` over ``aux_steps`` steps).
     """
     from pyro_seq import losses
 
     kind = config.get("elbo", "meanfield")
-    if kind not in ("trace", "meanfield"):
-        raise ValueError(f"loss elbo must be one of ['meanfield', 'trace'], got {kind!r}")
+    if kind not in ("trace", "meanfield", "iwae"):
+        raise ValueError(f"loss elbo must be one of ['meanfield', 'trace', 'iwae'], got {kind!r}")
+    if kind == "iwae":
+        # the importance-weighted bound with num_particles samples per sequence; no warm-up
+        from pyro_seq.bounds import IWAELoss
+
+        if float(config.get("aux_weight", 0.0)) or float(config.get("backward_weight", 0.0)):
+            raise ValueError("--elbo iwae has no auxiliary cost; drop --aux-weight/--backward-weight")
+        return IWAELoss(num_particles=int(config.get("num_particles", 1)))
     schedule = losses.LinearSchedule(
         start=float(config.get("warmup_start", 0.2)), end=1.0, steps=int(config.get("warmup_steps", 1000))
     )
@@ -730,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--lrd", type=float, default=1.0, help="learning-rate decay factor per step")
         g.add_argument("--clip-norm", type=float, default=10.0, help="ClippedAdam gradient clipping")
         g.add_argument("--weight-decay", type=float, default=0.0, help="ClippedAdam L2 weight decay")
-        g.add_argument("--elbo", choices=("meanfield", "trace"), default="meanfield", help="analytic-KL (meanfield) or Monte Carlo (trace) warm-up ELBO")
+        g.add_argument("--elbo", choices=("meanfield", "trace", "iwae"), default="meanfield", help="analytic-KL (meanfield) or Monte Carlo (trace) warm-up ELBO, or the importance-weighted bound with --num-particles samples (iwae; no warm-up)")
         g.add_argument("--num-particles", type=_positive_int, default=1)
         g.add_argument("--warmup-start", type=float, default=0.2, help="β at step 0")
         g.add_argument("--warmup-steps", type=int, default=1000, help="steps of linear β warm-up to 1")

@@ -4,7 +4,6 @@
 
 import hashlib
 import io
-import os
 import urllib.error
 from pathlib import Path
 

@@ -51,3 +51,22 @@ def test_compare_guides_tutorial_smoke(tmp_path, data_root):
         assert (tmp_path / name).stat().st_size > 0
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["bounds"]) == names
+
+
+def test_ladder_vae_tutorial_smoke(tmp_path):
+    from conftest import shared_data_root
+
+    root = shared_data_root()
+    if not (root / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        import pytest
+
+        pytest.skip(f"MNIST not found under {root}")
+    result = load("ladder_vae").main(["--smoke", "--data-root", str(root), "--out", str(tmp_path)])
+    assert set(result) == {"ladder", "bottom-up"}
+    for r in result.values():
+        assert r["num_images"] == 200
+        assert r["iwae_nats_per_image"] <= r["elbo_nats_per_image"] + 1e-6
+        assert set(r["active_units"]) == {"z_1", "z_2", "z_3"}
+    for name in ("ladder", "bottom-up"):
+        for stem in ("kl_per_unit", "samples", "reconstructions"):
+            assert (tmp_path / f"{stem}_{name}.png").stat().st_size > 0
