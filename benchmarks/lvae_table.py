@@ -7,7 +7,8 @@ Columns: negative log-likelihood bounds in nats per image (lower is better): the
 importance-weighted bound with K = 5000 and the ELBO (the mean of the same 5000 log
 weights) on every 10th test image (1000 images), the IW-100 bound and ELBO on the full
 test set (10,000 images); active units (variance over the 1000 test images of the
-posterior mean > 0.01) and KL (nats per image) per layer, z_1 (bottom) first; training
+posterior mean > 0.01), informative units (KL per image > 0.01 nats) and KL (nats per image) per
+layer, z_1 (bottom) first; training
 epochs, best-valid epoch and training time.
 """
 
@@ -33,6 +34,7 @@ def _row(run):
     layers = iw.get("layers", {})
     names = sorted(layers, key=lambda n: int(n.split("_")[1]))
     active = "-".join(str(layers[n]["active_units"]) for n in names)
+    informative = "-".join(str(sum(k > 0.01 for k in layers[n]["kl_per_unit"])) for n in names)
     kl = " / ".join(f"{layers[n]['kl_nats']:.1f}" for n in names)
     hours = sum(e["seconds"] for e in epochs) / 3600
     cells = [
@@ -40,7 +42,7 @@ def _row(run):
         f"{iw['iwae']['nats_per_sequence']:.2f}", f"{iw['elbo']['nats_per_sequence']:.2f}",
         f"{full['iwae']['nats_per_sequence']:.2f}" if full else "–",
         f"{full['elbo']['nats_per_sequence']:.2f}" if full else "–",
-        active, kl, f"{len(epochs)} / {iw.get('epoch')}", f"{hours:.2f} h",
+        active, informative, kl, f"{len(epochs)} / {iw.get('epoch')}", f"{hours:.2f} h",
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -50,10 +52,10 @@ def main(argv=None):
     root = Path(argv[0] if argv else "runs/lvae")
     runs = [root / n for n in ORDER if (root / n / "test_iw5000.json").exists()]
     runs += sorted(p.parent for p in root.glob("*/test_iw5000.json") if p.parent.name not in ORDER)
-    print("| run | guide | depth | warm-up | batch norm | −log p̂ IW-5000 (1000 test) | −ELBO (1000 test) "
-          "| −log p̂ IW-100 (10k test) | −ELBO (10k test) | active units per layer | KL per layer (nats) "
-          "| epochs / best | train time |")
-    print("|" + "---|" * 13)
+    print("| run | guide | depth | warm-up | batch norm | −log p̂ IW-5000 | −ELBO (same 5000 samples) "
+          "| −log p̂ IW-100, full test | −ELBO, full test | active units per layer | informative units per layer "
+          "| KL per layer (nats) | epochs / best | train time |")
+    print("|" + "---|" * 14)
     for run in runs:
         print(_row(run))
 

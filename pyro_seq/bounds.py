@@ -36,10 +36,13 @@ for :class:`~pyro_seq.trainer.Trainer` (or :class:`~pyro.infer.SVI`).
 """
 
 import math
+import numbers
 
 import pyro.poutine as poutine
 from pyro.poutine.util import site_is_subsample
 import torch
+
+from pyro_seq.util import check_batch
 
 #: Default bound on ``particles * batch * time`` per pass of :func:`log_importance_weights`.
 DEFAULT_MAX_FRAMES = 1 << 16
@@ -117,19 +120,46 @@ def particles_per_chunk(num_samples, batch, time, chunk_size=None, max_frames=No
     return max(1, min(num_samples, max_frames // (batch * time)))
 
 
-def _chunks(model, guide, x, mask, num_samples, chunk_size, max_frames):
-    """Yield ``[k, batch]`` log weights, ``k`` samples per pass, ``num_samples`` in all."""
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    batch, time = x.shape[:2]
+def check_inputs(model, x, mask=None):
+    """
+    Validate a batch before it is repeated for several samples or particles:
+    :func:`~pyro_seq.util.check_batch` (type, rank, emptiness, ``mask`` shape),
+    then the model's own ``check(x, mask)`` where it has one, so that errors name
+    the caller's shapes rather than those of the repeated batch.
+
+    :returns: ``(batch, time, mask)`` with ``mask`` all True ``[batch, time]`` if it was
+        ``None`` (``time = 1`` for 2-D images ``[batch, x_dim]``).
+    :raises TypeError, ValueError: see :func:`~pyro_seq.util.check_batch` and the model.
+    """
+    batch, time = check_batch(x, mask)
+    check = getattr(model, "check", None)
+    if callable(check):
+        check(x, mask)
     if mask is None:
         mask = torch.ones(batch, time, dtype=torch.bool, device=x.device)
+    return batch, time, mask
+
+
+def repeat_batch(t, k):
+    """``t`` stacked ``k`` times along the batch dim (row ``k' * batch + b``), any rank."""
+    return t.repeat(k, *([1] * (t.dim() - 1)))
+
+
+def _check_num(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be >= 1 (an integer), got {value!r}")
+
+
+def _chunks(model, guide, x, mask, num_samples, chunk_size, max_frames):
+    """Yield ``[k, batch]`` log weights, ``k`` samples per pass, ``num_samples`` in all."""
+    _check_num("num_samples", num_samples)
+    batch, time, mask = check_inputs(model, x, mask)
     per_chunk = particles_per_chunk(num_samples, batch, time, chunk_size, max_frames)
     done = 0
     while done < num_samples:
         k = min(per_chunk, num_samples - done)
-        xk = x.repeat(k, 1, 1)  # [k * batch, time, x_dim]: row k' * batch + b
-        mk = mask.repeat(k, 1)  # [k * batch, time]
+        xk = repeat_batch(x, k)  # [k * batch, time, x_dim]: row k' * batch + b
+        mk = repeat_batch(mask, k)  # [k * batch, time]
         log_w, _ = trace_log_weights(model, guide, xk, mk)  # [k * batch]
         yield log_w.reshape(k, batch)  # [k, batch]
         done += k
@@ -218,9 +248,8 @@ def fivo_bounds(model, guide, x, mask, num_particles, max_frames=None, resample=
     """
     from pyro_seq.fivo import fivo_log_likelihood
 
-    batch, time = x.shape[:2]
-    if mask is None:
-        mask = torch.ones(batch, time, dtype=torch.bool, device=x.device)
+    _check_num("num_particles", num_particles)
+    batch, time, mask = check_inputs(model, x, mask)
     max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
     group = max(1, max_frames // (num_particles * time))
     out = []
@@ -260,7 +289,10 @@ def evaluate(model, guide, batches, num_samples=1, chunk_size=None, max_frames=N
             iwaes.append(bounds["iwae"].cpu())
             if fivo_particles:
                 fivos.append(fivo_bounds(model, guide, x, mask, fivo_particles, max_frames).cpu())
-            lengths.append(mask.sum(-1).cpu() if mask is not None else torch.full((x.shape[0],), x.shape[1]))
+            if mask is not None:
+                lengths.append(mask.reshape(mask.shape[0], -1).sum(-1).cpu())
+            else:  # 2-D images [batch, x_dim] are one frame each
+                lengths.append(torch.full((x.shape[0],), x.shape[1] if x.dim() == 3 else 1))
     finally:
         model.train(was_training[0])
         guide.train(was_training[1])
@@ -367,12 +399,10 @@ class IWAELoss(ParticleLoss):
 
     def differentiable_loss(self, model, guide, x, mask=None):
         """:math:`-\\mathcal{L}_K`, summed over the batch, differentiable."""
-        batch, time = x.shape[:2]
-        if mask is None:
-            mask = torch.ones(batch, time, dtype=torch.bool, device=x.device)
+        batch, _, mask = check_inputs(model, x, mask)
         k = self.num_particles
-        xk = x.repeat(k, 1, 1)  # [k * batch, time, x_dim]
-        mk = mask.repeat(k, 1)  # [k * batch, time]
+        xk = repeat_batch(x, k)  # [k * batch, time, x_dim]
+        mk = repeat_batch(mask, k)  # [k * batch, time]
         log_w, log_likelihood = trace_log_weights(model, guide, xk, mk)  # [k * batch]
         bound = iwae_objective(log_w.reshape(k, batch))  # [batch]
         log_likelihood = log_likelihood.detach().reshape(k, batch).mean(0).sum()

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["MODELS", "TRAIN_OPTIONS", "DATA_NAMES", "build_lvae", "build_srnn", "build_zforcing", "load_model", "main", "resolve_device"]
+__all__ = ["MODELS", "TRAIN_OPTIONS", "UsageError", "DATA_NAMES", "build_lvae", "build_srnn", "build_zforcing", "load_model", "main", "resolve_device"]
 
 logger = logging.getLogger("pyro_seq.cli")
 
@@ -647,12 +647,16 @@ def _layer_health(model, guide, sequences, batch_size: int, device, png: Path) -
     healths = layer_health(model, guide, batches)
     plot_layer_kl(healths, path=png)
     for name, h in healths.items():
-        print(f"  {name}: KL {h.kl_per_frame:.3f} nats per data point, {h.active_units} of {h.kl_per_unit.size} units active")
+        print(
+            f"  {name}: KL {h.kl_per_frame:.3f} nats per data point, {h.active_units} of {h.kl_per_unit.size} units "
+            f"active (posterior-mean variance > {h.threshold:g}), {h.informative_units} informative (KL > 0.01 nats)"
+        )
     print(f"  per-layer KL plot: {png}")
     return {
         name: {
             "kl_nats": h.kl_per_frame,
             "active_units": h.active_units,
+            "informative_units": h.informative_units,
             "units": int(h.kl_per_unit.size),
             "kl_per_unit": h.kl_per_unit.tolist(),
             "posterior_mean_variance": h.posterior_mean_variance.tolist(),
@@ -706,6 +710,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+class UsageError(Exception):
+    """A bad command line (unknown command, model, data set or option, bad value): :func:`main`
+    reports it as one ``pyro-seq: error:`` line and returns 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that raises :class:`UsageError` instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -715,7 +731,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pyro-seq`` argument parser."""
-    parser = argparse.ArgumentParser(prog="pyro-seq", description="Train, evaluate and sample pyro_seq models.")
+    parser = _Parser(prog="pyro-seq", description="Train, evaluate and sample pyro_seq models.")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -795,12 +811,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     :param argv: arguments (default ``sys.argv[1:]``).
     :returns: exit status: 0 on success, 1 for an expected failure (bad checkpoint, missing data,
-        diverged training, bad option), reported as one ``error:`` line.
+        diverged training, bad command line: unknown command, model, data set or option, or a bad
+        value), reported as one ``pyro-seq: error:`` line.
     """
     from pyro_seq.checkpoint import CheckpointError
     from pyro_seq.trainer import NonFiniteLossError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(f"pyro-seq: error: {e}", file=sys.stderr)
+        return 1
     _setup_logging(args.log_level)
     try:
         from pyro_seq.data import DataError

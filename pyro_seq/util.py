@@ -3,7 +3,70 @@
 import torch
 
 
-def check_sequences(x, mask=None, x_dim=None, binary=False, name="x"):
+def _magnitude_limit(dtype):
+    """Largest ``|x|`` a Gaussian likelihood can score in ``dtype`` without overflow:
+    the fourth root of the dtype's largest value (about 4.3e9 for float32), which leaves
+    room for the squared, scaled and summed residuals."""
+    return torch.finfo(dtype).max ** 0.25
+
+
+def _values(t, limit=5):
+    """A short description of the distinct values of ``t`` (for error messages)."""
+    values = torch.unique(t.detach().flatten().cpu())
+    shown = ", ".join(f"{v:g}" for v in values[:limit].tolist())
+    return f"[{shown}{', ...' if values.numel() > limit else ''}]"
+
+
+def check_mask_values(mask, name="mask"):
+    """
+    A bool copy of a bool or 0/1 ``mask``.
+
+    :raises TypeError: ``mask`` is not a tensor.
+    :raises ValueError: ``mask`` holds values other than 0 and 1 (NaN included).
+    """
+    if not torch.is_tensor(mask):
+        raise TypeError(
+            f"{name} must be a torch.Tensor (bool or 0/1) or None, got {type(mask).__name__}"
+        )
+    if mask.dtype == torch.bool:
+        return mask
+    bad = ~((mask == 0) | (mask == 1))
+    if bool(bad.any()):
+        raise ValueError(
+            f"{name} must be boolean or 0/1 (dtype {mask.dtype}); found values {_values(mask[bad])}"
+        )
+    return mask.bool()
+
+
+def module_tensor(module):
+    """
+    A parameter (else a buffer) of ``module``, read without Pyro's parameter
+    registration, whose dtype and device inputs must match; ``None`` if it has none.
+    """
+    for t in torch.nn.Module.parameters(module):
+        return t
+    for t in torch.nn.Module.buffers(module):
+        return t
+    return None
+
+
+def check_dtype_device(x, like, name="x"):
+    """Raise :class:`ValueError` unless ``x`` has the dtype and device of ``like`` (if given)."""
+    if like is None:
+        return
+    if x.dtype != like.dtype:
+        raise ValueError(
+            f"{name} has dtype {x.dtype} but the model's parameters are {like.dtype}: "
+            f"convert with {name}.to({like.dtype})"
+        )
+    if x.device != like.device:
+        raise ValueError(
+            f"{name} is on device {x.device} but the model is on {like.device}: "
+            f"move it with {name}.to({str(like.device)!r})"
+        )
+
+
+def check_sequences(x, mask=None, x_dim=None, binary=False, name="x", like=None):
     """
     Validate a padded batch of sequences and return ``(x, mask, lengths)``.
 
@@ -11,7 +74,11 @@ def check_sequences(x, mask=None, x_dim=None, binary=False, name="x"):
     :param torch.Tensor mask: optional ``[batch, time]`` bool (or 0/1) mask whose
         True entries form a prefix of each row; all True if omitted.
     :param int x_dim: expected frame size, if known.
-    :param bool binary: require 0/1 values (Bernoulli likelihoods).
+    :param torch.Tensor like: a model parameter; ``x`` must have its dtype and device.
+    :param bool binary: require 0/1 values (Bernoulli likelihoods); otherwise the
+        magnitude of ``x`` must stay below :math:`\\max(\\text{dtype})^{1/4}` (about
+        4.3e9 in float32), beyond which Gaussian log-densities overflow to ``inf``/NaN.
+    :raises TypeError: ``x`` or ``mask`` is not a tensor.
     :raises ValueError: naming the argument, the expected and the actual
         shape, dtype or range.
     :returns: ``x``, a bool ``mask [batch, time]`` and ``lengths [batch]``.
@@ -24,6 +91,7 @@ def check_sequences(x, mask=None, x_dim=None, binary=False, name="x"):
         )
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating point tensor, got {x.dtype}")
+    check_dtype_device(x, like, name)
     batch, time, dim = x.shape
     if batch == 0 or time == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
@@ -38,29 +106,81 @@ def check_sequences(x, mask=None, x_dim=None, binary=False, name="x"):
             f"{name} must be binary (0/1) for a Bernoulli likelihood; "
             f"found values in [{x.min().item():g}, {x.max().item():g}]"
         )
+    if not binary:
+        limit, largest = _magnitude_limit(x.dtype), x.abs().max().item()
+        if largest > limit:
+            raise ValueError(
+                f"{name} has values of magnitude up to {largest:g}; {x.dtype} likelihoods overflow "
+                f"beyond {limit:g}: standardise or rescale the data"
+            )
     if mask is None:
         mask = torch.ones(batch, time, dtype=torch.bool, device=x.device)
     else:
-        if not torch.is_tensor(mask) or mask.shape != (batch, time):
-            shape = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
-            raise ValueError(
-                f"mask must have shape [batch, time] = {(batch, time)}, got {shape}"
+        if not torch.is_tensor(mask):
+            raise TypeError(
+                f"mask must be a torch.Tensor of shape [batch, time] = {(batch, time)} or None, "
+                f"got {type(mask).__name__}"
             )
-        if mask.dtype != torch.bool:
-            if not ((mask == 0) | (mask == 1)).all():
-                raise ValueError("mask must be boolean or 0/1")
-            mask = mask.bool()
+        if mask.shape != (batch, time):
+            raise ValueError(
+                f"mask must have shape [batch, time] = {(batch, time)}, got {tuple(mask.shape)}"
+            )
+        if mask.device != x.device:
+            raise ValueError(f"mask is on device {mask.device} but {name} is on {x.device}")
+        mask = check_mask_values(mask)
     lengths = mask.sum(-1)  # [batch]
     if (lengths == 0).any():
         bad = torch.nonzero(lengths == 0).flatten().tolist()
-        raise ValueError(f"sequences {bad[:10]} have length 0 (an all-False mask row)")
+        raise ValueError(
+            f"mask rows {bad[:10]} are all False: sequences of length 0 are not allowed "
+            "(every sequence needs at least one frame)"
+        )
     prefix = torch.arange(time, device=mask.device) < lengths.unsqueeze(-1)
     if not torch.equal(prefix, mask):
+        bad = torch.nonzero((prefix != mask).any(-1)).flatten().tolist()
         raise ValueError(
             "mask must be a prefix mask (True for the first L_b steps of row b, "
-            "then False): right-pad ragged sequences"
+            f"then False): right-pad ragged sequences; rows {bad[:10]} are not"
         )
     return x, mask, lengths
+
+
+def check_batch(x, mask=None, name="x"):
+    """
+    Model-independent checks of a batch before it is repeated or split (the
+    importance-sampling and particle bounds): ``x`` is a tensor of shape
+    ``[batch, time, x_dim]`` (or ``[batch, x_dim]``, images) with at least one
+    row and frame, and ``mask``, if given, a tensor of shape ``[batch, time]``
+    (``[batch]`` or ``[batch, 1]`` for 2-D images). The model's own ``check``
+    does the rest.
+
+    :returns: ``(batch, time)``, ``time = 1`` for 2-D ``x``.
+    :raises TypeError: ``x`` or ``mask`` is not a tensor.
+    :raises ValueError: wrong rank or empty ``x``, ``mask`` of the wrong shape.
+    """
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (2, 3):
+        raise ValueError(
+            f"{name} must have shape [batch, time, x_dim] (or [batch, x_dim] for images), "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    batch, time = x.shape[0], (x.shape[1] if x.dim() == 3 else 1)
+    if mask is not None:
+        expected = [(batch, time)] if x.dim() == 3 else [(batch,), (batch, 1)]
+        if not torch.is_tensor(mask):
+            raise TypeError(
+                f"mask must be a torch.Tensor of shape {expected[-1]} or None, "
+                f"got {type(mask).__name__}"
+            )
+        if tuple(mask.shape) not in expected:
+            raise ValueError(
+                f"mask must have shape {' or '.join(map(str, expected))} to match {name} of shape "
+                f"{tuple(x.shape)}, got {tuple(mask.shape)}"
+            )
+    return batch, time
 
 
 def record(name, value, event_dim=1):

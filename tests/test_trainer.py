@@ -232,24 +232,74 @@ def test_nan_batch_is_skipped_without_touching_parameters(tmp_path, validation):
     assert not result["ok"] and "non-finite" in result["reason"]
     assert trainer.global_step == step_before
     _assert_same_tensors(_params(trainer), before)
-    for name, state in trainer.optim.get_state().items():
-        for key, value in state["state"][0].items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(optim_before[name]["state"][0][key]))
+    _assert_same_optim_state(trainer.optim.get_state(), optim_before)
     assert all(p.grad is None or not p.grad.abs().sum() for p in trainer.model.parameters())
     # training goes on normally after the bad batch
     assert trainer.step(good.x, good.mask)["ok"]
 
 
+def _assert_same_optim_state(a, b):
+    """Two ``PyroOptim.get_state()`` dicts hold equal per-parameter state and param groups."""
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name]["param_groups"] == b[name]["param_groups"], name  # lr (after lrd decay), betas, ...
+        assert a[name]["state"].keys() == b[name]["state"].keys(), name
+        for i in a[name]["state"]:
+            for key, value in a[name]["state"][i].items():
+                assert torch.equal(torch.as_tensor(value), torch.as_tensor(b[name]["state"][i][key])), (name, key)
+
+
 def test_non_finite_gradient_is_skipped(tmp_path):
     trainer = _trainer("toy", None)
     good = pad_batch([torch.tensor(s) for s in TRAIN[:4]])
+    assert trainer.step(good.x, good.mask)["ok"]  # optimiser state exists
     handle = trainer.model.emit.weight.register_hook(lambda g: g * float("nan"))
-    before = _params(trainer)
+    before, optim_before = _params(trainer), trainer.optim.get_state()
     result = trainer.step(good.x, good.mask)
     assert not result["ok"] and result["reason"] == "non-finite gradient"
     _assert_same_tensors(_params(trainer), before)
+    _assert_same_optim_state(trainer.optim.get_state(), optim_before)
     handle.remove()
     assert trainer.step(good.x, good.mask)["ok"]
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_nan_injected_into_a_real_models_batch_is_skipped_and_training_goes_on(tmp_path):
+    """
+    NaN injection with SRNN (whose input check rejects the batch): the step is skipped with
+    the parameters, the optimiser state (moments, step counts, decayed lr) and the step
+    counter untouched, the skip is logged with its batch index, and the run continues with
+    the next batch to the end of the epoch.
+    """
+    model, guide, loss = _build("srnn")
+    good = [pad_batch([torch.tensor(s) for s in TRAIN[i : i + 4]]) for i in (0, 4, 8)]
+    bad = _nan_batch()
+    trainer = Trainer(model, guide, loss, [good[0], bad, good[1], good[2]], None, out_dir=tmp_path, progress=False, kind="srnn", lrd=0.99)
+    seen = []
+    real_step = trainer.step
+
+    def recording_step(x, mask):
+        before = (_params(trainer), trainer.optim.get_state(), trainer.global_step)
+        result = real_step(x, mask)
+        seen.append((before, result, (_params(trainer), trainer.optim.get_state(), trainer.global_step)))
+        return result
+
+    trainer.step = recording_step
+    summary = trainer.fit(1)
+    assert [r["ok"] for _, r, _ in seen] == [True, False, True, True]
+    (params0, optim0, step0), result, (params1, optim1, step1) = seen[1]
+    assert "NaN" in result["reason"]
+    assert step1 == step0 == 1
+    _assert_same_tensors(params1, params0)
+    _assert_same_optim_state(optim1, optim0)
+    # the next good batch does update the parameters
+    assert not all(torch.equal(seen[2][2][0][k], v) for k, v in params1.items())
+    assert summary["global_step"] == 3
+    lines = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    skipped = [r for r in lines if r["event"] == "skipped_step"]
+    assert len(skipped) == 1 and skipped[0]["batch"] == 1 and skipped[0]["epoch"] == 1
+    assert "NaN" in skipped[0]["reason"]
+    assert [r["skipped_steps"] for r in lines if r["event"] == "epoch"] == [1]
 
 
 def test_nan_batches_in_an_epoch_are_logged_and_too_many_stop(tmp_path):
@@ -260,6 +310,7 @@ def test_nan_batches_in_an_epoch_are_logged_and_too_many_stop(tmp_path):
     assert summary["global_step"] == 2
     lines = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
     assert [r["event"] for r in lines] == ["skipped_step", "epoch"]
+    assert lines[0]["batch"] == 1 and "non-finite" in lines[0]["reason"]  # logged with its batch index
     assert lines[1]["skipped_steps"] == 1
 
     model, guide, loss = _build("toy")

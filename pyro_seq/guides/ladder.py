@@ -5,7 +5,7 @@ import pyro.distributions as dist
 import torch.nn as nn
 from pyro.nn import PyroModule
 
-from pyro_seq.models.ladder import top_down_blocks
+from pyro_seq.models.ladder import check_batch_norm_batch, top_down_blocks
 from pyro_seq.nn import GaussianBlock, precision_merge
 
 
@@ -26,6 +26,15 @@ class _HierarchicalGuide(PyroModule):
     @property
     def model(self):
         return self._model[0]
+
+    def check(self, x, mask=None):
+        """
+        The model's input check, and at least two images per batch if this guide's blocks
+        use batch normalisation in training mode.
+        """
+        x = self.model.check(x, mask)  # [batch, x_dim]
+        check_batch_norm_batch(self, x)
+        return x
 
     def _base_config(self):
         return dict(hidden_dims=list(self.hidden_dims), num_layers=self.num_layers, batch_norm=self.batch_norm)
@@ -99,7 +108,9 @@ class LadderGuide(_HierarchicalGuide):
     def forward(self, x, mask=None):
         model = self.model
         x_in = x
-        x = model.check(x, mask)  # [batch, x_dim]
+        x = self.check(x, mask)  # [batch, x_dim]
+        # the top-down blocks: the model's (its training mode), or this guide's copy of them
+        check_batch_norm_batch(model if self.share_top_down else self, x, batch_norm=model.batch_norm)
         batch, L = x.size(0), model.num_stochastic_layers
         estimates = self.bottom_up_estimates(x)
         blocks = model.top_down if self.share_top_down else self.guide_top_down
@@ -152,7 +163,7 @@ class BottomUpGuide(_HierarchicalGuide):
         return self._base_config()
 
     def forward(self, x, mask=None):
-        x = self.model.check(x, mask)  # [batch, x_dim]
+        x = self.check(x, mask)  # [batch, x_dim]
         z = x
         with pyro.plate("data", x.size(0), dim=-1):
             for i, block in enumerate(self.blocks, start=1):

@@ -7,7 +7,7 @@ import torch.nn as nn
 from pyro.nn import PyroModule
 
 from pyro_seq.nn import MIN_SCALE, GaussianBlock, dense_layers
-from pyro_seq.util import GuideModelCache
+from pyro_seq.util import GuideModelCache, check_dtype_device, check_mask_values, module_tensor
 
 #: The paper's MNIST setting: five stochastic layers (``z_1`` nearest the data).
 PAPER_Z_DIMS = (64, 32, 16, 8, 4)
@@ -29,14 +29,16 @@ def top_down_blocks(z_dims, hidden_dims, num_layers=2, batch_norm=True, min_scal
     )
 
 
-def check_images(x, mask=None, x_dim=None, name="x"):
+def check_images(x, mask=None, x_dim=None, name="x", like=None):
     """
     Validate a batch of flat binary images and return it as ``[batch, x_dim]``.
 
     Accepts ``[batch, x_dim]`` or one-frame sequences ``[batch, 1, x_dim]`` (what
     :func:`~pyro_seq.data.make_batches` gives for image data sets), with an
-    optional all-True ``mask`` ``[batch, 1]``.
+    optional all-True ``mask``: ``[batch, 1]`` (or ``[batch]`` for 2-D ``x``).
+    ``like`` (a model parameter), if given, fixes the dtype and device ``x`` must have.
 
+    :raises TypeError: ``x`` or ``mask`` is not a tensor.
     :raises ValueError: naming the argument, the expected and the actual shape or range.
     """
     if not torch.is_tensor(x):
@@ -47,17 +49,36 @@ def check_images(x, mask=None, x_dim=None, name="x"):
                 f"{name} must have shape [batch, x_dim] or [batch, 1, x_dim] (images are "
                 f"one-frame sequences), got shape {tuple(x.shape)}"
             )
-        if mask is not None and (mask.shape != x.shape[:2] or not bool(mask.all())):
-            raise ValueError(f"mask must be all True with shape {tuple(x.shape[:2])}, got {mask}")
-        x = x[:, 0]
-    elif x.dim() != 2:
+        expected = [tuple(x.shape[:2])]
+    elif x.dim() == 2:
+        expected = [(x.size(0), 1), (x.size(0),)]
+    else:
         raise ValueError(f"{name} must have shape [batch, x_dim] or [batch, 1, x_dim], got shape {tuple(x.shape)}")
     if x.size(0) == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    if mask is not None:
+        if not torch.is_tensor(mask):
+            raise TypeError(
+                f"mask must be a torch.Tensor of shape {expected[0]} or None, got {type(mask).__name__}"
+            )
+        if tuple(mask.shape) not in expected:
+            raise ValueError(
+                f"mask must have shape {' or '.join(map(str, expected))} (all True: images have "
+                f"one frame), got shape {tuple(mask.shape)}"
+            )
+        mask = check_mask_values(mask).reshape(mask.size(0), -1)  # [batch, 1]
+        if not bool(mask.all()):
+            rows = torch.nonzero(~mask.all(-1)).flatten().tolist()
+            raise ValueError(
+                f"mask must be all True for images (one frame each); rows {rows[:10]} are False"
+            )
+    if x.dim() == 3:
+        x = x[:, 0]
     if x_dim is not None and x.size(-1) != x_dim:
         raise ValueError(f"{name} has {x.size(-1)} pixels per image but the model expects x_dim={x_dim}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating point tensor, got {x.dtype}")
+    check_dtype_device(x, like, name)
     if not ((x == 0) | (x == 1)).all():
         if not torch.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or inf values")
@@ -67,6 +88,24 @@ def check_images(x, mask=None, x_dim=None, name="x"):
             "e.g. pyro_seq.data.binarize_batches)"
         )
     return x
+
+
+def check_batch_norm_batch(module, x, name="x", batch_norm=None):
+    """
+    Raise :class:`ValueError` if ``module`` (with a ``batch_norm`` flag) normalises with batch
+    statistics (training mode) and ``x`` holds fewer than two rows, which batch
+    normalisation cannot use. Checked where the blocks run (``forward``), not in ``check``:
+    the particle bounds repeat a batch ``K`` times before it reaches the model.
+
+    :param bool batch_norm: whether the blocks normalise (default: ``module.batch_norm``).
+    """
+    batch_norm = getattr(module, "batch_norm", False) if batch_norm is None else batch_norm
+    if batch_norm and module.training and x.size(0) < 2:
+        raise ValueError(
+            f"{name} holds {x.size(0)} image but batch normalisation in training mode needs at "
+            "least 2 per batch: score single images in evaluation mode (model.eval(), "
+            "guide.eval()) or build the model with batch_norm=False"
+        )
 
 
 class LadderVAE(PyroModule):
@@ -168,7 +207,7 @@ class LadderVAE(PyroModule):
 
     def check(self, x, mask=None):
         """Validate inputs; returns ``x [batch, x_dim]`` (see :func:`check_images`)."""
-        return check_images(x, mask, self.x_dim)
+        return check_images(x, mask, self.x_dim, like=module_tensor(self))
 
     def prior_params(self, i, z_above, blocks=None):
         r"""
@@ -198,6 +237,7 @@ class LadderVAE(PyroModule):
         shared = self._shared.take(x, [self.top_down]) or {}
         top_down = self.top_down  # registers the parameters with Pyro
         x = self.check(x, mask)  # [batch, x_dim]
+        check_batch_norm_batch(self, x)
         batch, L = x.size(0), self.num_stochastic_layers
         with pyro.plate("data", batch, dim=-1):
             z = pyro.sample(f"z_{L}", dist.Normal(x.new_zeros(()), 1.0).expand([batch, self.z_dims[-1]]).to_event(1))

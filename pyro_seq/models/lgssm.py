@@ -10,7 +10,7 @@ from pyro.nn import PyroModule, pyro_method
 
 from pyro_seq.distributions import MarkovGaussianChain
 from pyro_seq.nn import gaussian_log_prob, softplus_scale
-from pyro_seq.util import check_sequences
+from pyro_seq.util import check_sequences, module_tensor
 
 
 def inverse_softplus_scale(scale, min_scale):
@@ -117,7 +117,7 @@ class LinearGaussianSSM(PyroModule):
     # --------------------------------------------------------------- helpers
     def check(self, x, mask=None):
         """Validate inputs: ``(x, mask, lengths)`` (:func:`~pyro_seq.util.check_sequences`)."""
-        return check_sequences(x, mask, x_dim=self.x_dim)
+        return check_sequences(x, mask, x_dim=self.x_dim, like=module_tensor(self))
 
     def step_scales(self, num_steps):
         r"""Per-step transition scales :math:`(\sigma_0, \sigma_z, \dots)`, ``[T, z_dim]``."""

@@ -8,7 +8,7 @@ from pyro.nn import PyroModule, pyro_method
 
 from pyro_seq.distributions import MarkovGaussianChain, frame_distribution
 from pyro_seq.nn import MLP, GaussianTransition, gaussian_log_prob, shift_right
-from pyro_seq.util import GuideModelCache, check_sequences
+from pyro_seq.util import GuideModelCache, check_sequences, module_tensor
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -108,7 +108,11 @@ class SRNN(PyroModule):
     def check(self, x, mask=None):
         """Validate inputs; returns ``(x, mask, lengths)`` (see :func:`~pyro_seq.util.check_sequences`)."""
         return check_sequences(
-            x, mask, x_dim=self.x_dim, binary=self.likelihood == "bernoulli"
+            x,
+            mask,
+            x_dim=self.x_dim,
+            binary=self.likelihood == "bernoulli",
+            like=module_tensor(self),
         )
 
     def deterministic(self, x):

@@ -9,7 +9,7 @@ from pyro.nn import PyroModule, pyro_method
 from pyro_seq.distributions import RecurrentGaussianChain, frame_distribution
 from pyro_seq.models.srnn import LIKELIHOODS
 from pyro_seq.nn import MLP, GaussianHead, gaussian_log_prob, lstm_cell, shift_right
-from pyro_seq.util import GuideModelCache, check_sequences
+from pyro_seq.util import GuideModelCache, check_sequences, module_tensor
 
 
 class ZForcing(PyroModule):
@@ -109,7 +109,13 @@ class ZForcing(PyroModule):
     # ------------------------------------------------------------------ helpers
     def check(self, x, mask=None):
         """Validate inputs; returns ``(x, mask, lengths)`` (see :func:`~pyro_seq.util.check_sequences`)."""
-        return check_sequences(x, mask, x_dim=self.x_dim, binary=self.likelihood == "bernoulli")
+        return check_sequences(
+            x,
+            mask,
+            x_dim=self.x_dim,
+            binary=self.likelihood == "bernoulli",
+            like=module_tensor(self),
+        )
 
     def frame_inputs(self, x):
         """
