@@ -24,7 +24,7 @@ import random
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ import torch
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
+    "remove_stale_temporaries",
     "save_checkpoint",
     "load_checkpoint",
     "get_rng_state",
@@ -145,6 +146,25 @@ def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> Path:
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
+
+
+def remove_stale_temporaries(path: PathLike) -> List[Path]:
+    """
+    Delete the temporary files (``.NAME.*.tmp`` beside ``path``) that a process killed while
+    :func:`save_checkpoint` was writing ``path`` left behind; they are never loaded, only
+    removed. Call it when no other process writes ``path`` (e.g. when a run resumes).
+
+    :returns: the files removed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def _short(error: BaseException) -> str:

@@ -33,7 +33,14 @@ from torch.distributions import constraints
 from tqdm.auto import tqdm
 
 from pyro_seq.bounds import evaluate
-from pyro_seq.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from pyro_seq.checkpoint import (
+    CheckpointError,
+    get_rng_state,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+    set_rng_state,
+)
 
 __all__ = ["Trainer", "NonFiniteLossError", "default_eval_fn", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "LOG_FILE"]
 
@@ -262,6 +269,9 @@ class Trainer:
         if resume:
             if self.out_dir is None:
                 raise ValueError("resume=True needs out_dir")
+            for name in (LAST_CHECKPOINT, BEST_CHECKPOINT):  # half-written files of a killed run
+                for tmp in remove_stale_temporaries(self.out_dir / name):
+                    logger.info("removed %s, a checkpoint left half-written by an interrupted run", tmp)
             last = self.out_dir / LAST_CHECKPOINT
             if last.exists():
                 self.load(last)

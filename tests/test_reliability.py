@@ -1032,6 +1032,7 @@ def test_run_sigkilled_at_random_points_resumes_to_the_uninterrupted_result(tmp_
     # resume to the end, then the same run without interruption
     proc = _launch(wrapper, out, tmp_path, "final")
     assert proc.wait(timeout=300) == 0, (tmp_path / "stderr_final.txt").read_text()[-2000:]
+    assert not list(out.glob(".*.tmp")), "the resumed run did not remove the half-written files"
     straight = tmp_path / "straight"
     proc = _launch(wrapper, straight, tmp_path, "straight")
     assert proc.wait(timeout=300) == 0, (tmp_path / "stderr_straight.txt").read_text()[-2000:]
