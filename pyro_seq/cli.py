@@ -630,7 +630,7 @@ def _sample_images(args: argparse.Namespace, model, guide, state: Dict[str, Any]
             guide_trace = poutine.trace(guide).get_trace(images)
             recon = poutine.replay(model, trace=guide_trace)(images).reshape(-1, *shape).cpu()  # [num, H, W]
         pairs = torch.stack([images.reshape(-1, *shape).cpu(), recon], 1).reshape(-1, *shape)  # data, reconstruction, ...
-        paths.append(image_grid_png(pairs, out / "reconstructions.png", title=f"{name} test images (odd) and reconstructions (even)"))
+        paths.append(image_grid_png(pairs, out / "reconstructions.png", title=f"{name}: each test image followed by its reconstruction (Bernoulli means)"))
     logger.info("wrote %s", ", ".join(map(str, paths)))
     print(f"wrote {', '.join(map(str, paths))}")
     return 0

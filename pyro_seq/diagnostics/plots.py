@@ -69,12 +69,13 @@ def plot_kl_heatmap(health, ax=None, path=None, max_sequences=None):
 
 def plot_kl_per_unit(health, ax=None, path=None):
     """
-    Bars of the KL per latent unit (nats per frame), active units in colour,
-    inactive ones in grey.
+    Bars of the KL per latent unit (nats per frame): informative units (KL > 0.01) in blue,
+    units active only by the posterior-mean criterion in orange, the rest in grey.
     """
     kl = np.asarray(health.kl_per_unit)  # [z_dim]
     fig, ax, created = _axes(ax, (max(4.0, min(14.0, kl.size / 6)), 3.0))
-    colors = np.where(health.active, "C0", "0.6")
+    # informative (carries KL): blue; active by the posterior-mean criterion only: orange; else grey
+    colors = np.where(health.informative, "C0", np.where(health.active, "C1", "0.6"))
     ax.bar(np.arange(kl.size), kl, color=colors)
     ax.set_xlabel("latent unit")
     ax.set_ylabel("KL (nats per frame)")
@@ -102,8 +103,8 @@ def plot_layer_kl(healths, path=None):
         plot_kl_per_unit(health, ax=ax)
         ax.set_ylabel("KL (nats)")
         ax.set_title(
-            f"{name}: KL {health.kl_per_frame:.2f} nats, {health.active_units} of "
-            f"{health.kl_per_unit.size} units active", fontsize=9
+            f"{name}: KL {health.kl_per_frame:.2f} nats; of {health.kl_per_unit.size} units "
+            f"{health.informative_units} informative (blue), {health.active_units} active", fontsize=9
         )
     fig.tight_layout()
     _finish(fig, path, True)
