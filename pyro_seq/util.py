@@ -66,6 +66,33 @@ def check_dtype_device(x, like, name="x"):
         )
 
 
+def check_values(x, binary=False, name="x", hint=""):
+    """
+    The values of a floating-point data tensor: finite, and 0/1 for a Bernoulli likelihood
+    (``binary``) or below :math:`\\max(\\text{dtype})^{1/4}` in magnitude for a Gaussian one.
+
+    :param str hint: appended to the message for non-binary values.
+    :raises ValueError: naming ``name`` and the offending values.
+    """
+    if binary:
+        if bool(((x == 0) | (x == 1)).all()):  # one pass when the data are fine
+            return
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or inf values")
+        raise ValueError(
+            f"{name} must be binary (0/1) for a Bernoulli likelihood; "
+            f"found values in [{x.min().item():g}, {x.max().item():g}]{hint}"
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+    limit, largest = _magnitude_limit(x.dtype), x.abs().max().item()
+    if largest > limit:
+        raise ValueError(
+            f"{name} has values of magnitude up to {largest:g}; {x.dtype} likelihoods overflow "
+            f"beyond {limit:g}: standardise or rescale the data"
+        )
+
+
 def check_sequences(x, mask=None, x_dim=None, binary=False, name="x", like=None):
     """
     Validate a padded batch of sequences and return ``(x, mask, lengths)``.
@@ -99,20 +126,7 @@ def check_sequences(x, mask=None, x_dim=None, binary=False, name="x", like=None)
         raise ValueError(
             f"{name} has frames of size {dim} but the model expects x_dim={x_dim}"
         )
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf values")
-    if binary and not ((x == 0) | (x == 1)).all():
-        raise ValueError(
-            f"{name} must be binary (0/1) for a Bernoulli likelihood; "
-            f"found values in [{x.min().item():g}, {x.max().item():g}]"
-        )
-    if not binary:
-        limit, largest = _magnitude_limit(x.dtype), x.abs().max().item()
-        if largest > limit:
-            raise ValueError(
-                f"{name} has values of magnitude up to {largest:g}; {x.dtype} likelihoods overflow "
-                f"beyond {limit:g}: standardise or rescale the data"
-            )
+    check_values(x, binary, name)
     if mask is None:
         mask = torch.ones(batch, time, dtype=torch.bool, device=x.device)
     else:

@@ -7,7 +7,7 @@ import torch.nn as nn
 from pyro.nn import PyroModule
 
 from pyro_seq.nn import MIN_SCALE, GaussianBlock, dense_layers
-from pyro_seq.util import GuideModelCache, check_dtype_device, check_mask_values, module_tensor
+from pyro_seq.util import GuideModelCache, check_dtype_device, check_mask_values, check_values, module_tensor
 
 #: The paper's MNIST setting: five stochastic layers (``z_1`` nearest the data).
 PAPER_Z_DIMS = (64, 32, 16, 8, 4)
@@ -79,14 +79,8 @@ def check_images(x, mask=None, x_dim=None, name="x", like=None):
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating point tensor, got {x.dtype}")
     check_dtype_device(x, like, name)
-    if not ((x == 0) | (x == 1)).all():
-        if not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or inf values")
-        raise ValueError(
-            f"{name} must be binary (0/1) for a Bernoulli likelihood; found values in "
-            f"[{x.min().item():g}, {x.max().item():g}] (binarize grey-level images first, "
-            "e.g. pyro_seq.data.binarize_batches)"
-        )
+    hint = " (binarize grey-level images first, e.g. pyro_seq.data.binarize_batches)"
+    check_values(x, binary=True, name=name, hint=hint)
     return x
 
 
