@@ -15,12 +15,19 @@
 # by class) with per-layer KL and active units, and IW-100 and ELBO on the full test set.
 # JOBS runs in parallel (default 2), one thread each. Output: runs/lvae/<name>/.
 # Table: python benchmarks/lvae_table.py runs/lvae
+# Other data (benchmarks/lvae_omniglot.sh uses these): DATA (default binarized_mnist),
+# STEPS_PER_EPOCH (default 196), EVERY (test subset for IW-5000, default 10), EVAL_BATCH
+# (default 50), FULL_TEST (1: also IW-100 on the whole test split, default 1).
 set -euo pipefail
 EPOCHS=${1:-80}
 JOBS=${2:-2}
 OUT=${OUT:-runs/lvae}
 PY=${PY:-.venv/bin/python}
-STEPS_PER_EPOCH=196  # ceil(50000 / 256)
+DATA=${DATA:-binarized_mnist}
+STEPS_PER_EPOCH=${STEPS_PER_EPOCH:-196}  # ceil(50000 / 256)
+EVERY=${EVERY:-10}
+EVAL_BATCH=${EVAL_BATCH:-50}
+FULL_TEST=${FULL_TEST:-1}
 WARMUP=$((EPOCHS * STEPS_PER_EPOCH / 5))
 mkdir -p "$OUT"
 run() {
@@ -40,17 +47,19 @@ run() {
     *) echo "bad run name $name" >&2; return 1 ;;
   esac
   local dir=$OUT/$name
-  OMP_NUM_THREADS=1 $PY -m pyro_seq train lvae --data binarized_mnist --guide "$guide" \
+  OMP_NUM_THREADS=1 $PY -m pyro_seq train lvae --data "$DATA" --guide "$guide" \
     --z-dims $dims --hidden-dims $hidden $extra --elbo trace --epochs "$EPOCHS" --batch-size 256 \
     --lr 2e-3 --seed 0 --eval-samples 0 --no-progress --out "$dir" --resume > "$dir.train.log" 2>&1
-  OMP_NUM_THREADS=1 $PY -m pyro_seq evaluate "$dir/best.pt" --num-samples 5000 --every 10 --batch-size 50 \
-    --latent-health --output "$dir/test_iw5000.json" > "$dir.eval.log" 2>&1
-  OMP_NUM_THREADS=1 $PY -m pyro_seq evaluate "$dir/best.pt" --num-samples 100 --batch-size 250 \
-    --output "$dir/test_iw100_full.json" >> "$dir.eval.log" 2>&1
+  OMP_NUM_THREADS=1 $PY -m pyro_seq evaluate "$dir/best.pt" --num-samples 5000 --every "$EVERY" \
+    --batch-size "$EVAL_BATCH" --latent-health --output "$dir/test_iw5000.json" > "$dir.eval.log" 2>&1
+  if [ "$FULL_TEST" = 1 ]; then
+    OMP_NUM_THREADS=1 $PY -m pyro_seq evaluate "$dir/best.pt" --num-samples 100 --batch-size 250 \
+      --output "$dir/test_iw100_full.json" >> "$dir.eval.log" 2>&1
+  fi
   echo "$(date +%T) done $name"
 }
 export -f run
-export OUT PY EPOCHS WARMUP
+export OUT PY EPOCHS WARMUP DATA EVERY EVAL_BATCH FULL_TEST
 shift $(( $# < 2 ? $# : 2 ))
 RUNS=("$@")
 if [ ${#RUNS[@]} -eq 0 ]; then
