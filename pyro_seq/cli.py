@@ -7,6 +7,7 @@ Examples::
     pyro-seq train srnn --data jsb --out runs/srnn_jsb --epochs 400 --resume   # continue
     pyro-seq evaluate runs/srnn_jsb/best.pt --split test --num-samples 100
     pyro-seq sample runs/srnn_jsb/best.pt --num 4 --steps 128 --out runs/srnn_jsb/samples
+    pyro-seq train adgm --data dynamic_mnist --labels-per-class 10 --out runs/adgm_mnist100
 
 Models are rebuilt from checkpoints through the registry :data:`MODELS`: a *builder* turns the
 JSON-able config stored in a checkpoint into ``(model, guide, loss)``. A new model adds one entry
@@ -15,6 +16,7 @@ its config).
 """
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -25,6 +27,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from pyro_seq import semi_supervised
+from pyro_seq.semi_supervised import SEMI_SUPERVISED_MODELS, build_semi_supervised
 
 __all__ = ["MODELS", "TRAIN_OPTIONS", "UsageError", "DATA_NAMES", "build_lvae", "build_srnn", "build_zforcing", "load_model", "main", "resolve_device"]
 
@@ -155,6 +160,8 @@ MODELS: Dict[str, Callable[[Dict[str, Any]], Tuple[Any, Any, Any]]] = {
     "zforcing": build_zforcing,
     "lvae": build_lvae,
 }
+for _kind in SEMI_SUPERVISED_MODELS:  # m2, adgm, sdgm: see pyro_seq.semi_supervised
+    MODELS[_kind] = functools.partial(build_semi_supervised, _kind)
 
 
 def _add_srnn_arguments(parser: argparse.ArgumentParser) -> None:
@@ -773,6 +780,10 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
         add_arguments(p)
         p.set_defaults(func=cmd_train)
+    for kind in SEMI_SUPERVISED_MODELS:
+        p = kinds.add_parser(kind, help=f"train {kind} (semi-supervised classification)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        semi_supervised.add_arguments(p, _positive_int, _int_list)
+        p.set_defaults(func=functools.partial(semi_supervised.cmd_train, resolve_device=resolve_device, load_model=load_model))
 
     # evaluate
     p = commands.add_parser("evaluate", help="test bounds of a checkpoint", formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -313,3 +313,31 @@ def precision_merge(loc_a, scale_a, loc_b, scale_b):
     var = 1.0 / (prec_a + prec_b)
     loc = (loc_a * prec_a + loc_b * prec_b) * var
     return loc, var.sqrt()
+
+
+class MultiInputMLP(nn.Module):
+    """
+    An MLP over several inputs that broadcast against each other: the first layer is a sum of
+    one linear map per input (the same as one linear map of their concatenation, without
+    building the broadcast concatenation), then ``activation`` and the remaining layers.
+    Used where a label is enumerated: ``x [batch, d_x]``, ``y [classes, 1, d_y]`` and
+    ``z [classes, batch, d_z]`` give ``[classes, batch, output_dim]``.
+
+    :param input_dims: size of each input, in call order.
+    :param hidden_dims: hidden layer sizes (at least one).
+    :param int output_dim: output size.
+    """
+
+    def __init__(self, input_dims, hidden_dims, output_dim, activation=nn.ReLU):
+        super().__init__()
+        hidden_dims = list(hidden_dims)
+        if not hidden_dims:
+            raise ValueError("MultiInputMLP needs at least one hidden layer")
+        self.inputs = nn.ModuleList(nn.Linear(d, hidden_dims[0], bias=(i == 0)) for i, d in enumerate(input_dims))
+        self.rest = nn.Sequential(activation(), MLP(hidden_dims[0], hidden_dims[1:], output_dim, activation))
+
+    def forward(self, *inputs):
+        if len(inputs) != len(self.inputs):
+            raise ValueError(f"expected {len(self.inputs)} inputs, got {len(inputs)}")
+        h = sum(layer(value) for layer, value in zip(self.inputs, inputs))  # [..., hidden]
+        return self.rest(h)

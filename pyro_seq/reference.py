@@ -1,5 +1,6 @@
 """
-Hand-written pure-PyTorch SRNN and Z-Forcing bounds: no Pyro traces, sites or handlers.
+Hand-written pure-PyTorch bounds (SRNN, Z-Forcing, Ladder VAE, M2/ADGM/SDGM): no Pyro traces,
+sites or handlers.
 
 It uses the very same ``nn.Module`` children (and so the same parameter
 tensors) as :class:`~pyro_seq.models.SRNN` and :class:`~pyro_seq.guides.SRNNGuide`,
@@ -7,6 +8,8 @@ and draws its noise in the same order, so for a fixed seed it reproduces the
 Pyro ELBO exactly. The tests compare the two in value and gradient; the
 benchmarks time it as the floor a Pyro step is measured against.
 """
+
+import math
 
 import torch
 from torch.distributions.utils import _standard_normal
@@ -239,3 +242,76 @@ def ladder_elbo(model, guide, x, beta=1.0, analytic_kl=False, by_hand=True):
         logits = model.decoder(z[1])  # [batch, x_dim]
     log_lik = (x * logits - torch.nn.functional.softplus(logits)).sum(-1)  # [batch]
     return log_lik + beta * latent
+
+
+def _normal_sample(loc, scale):
+    """``loc + eps * scale`` with ``eps`` drawn exactly as Pyro's ``Normal(loc, scale).rsample()``."""
+    return loc + _standard_normal(loc.shape, dtype=loc.dtype, device=loc.device) * scale
+
+
+def _semi_supervised_terms(model, guide, x, y):
+    r"""
+    One pass of the auxiliary guide and the model by hand, for labels ``y`` (``[batch]``) or,
+    with ``y=None``, for every class (``[K, 1]``), drawing noise in the guide's order.
+
+    :returns: ``(L [..., batch], log_qa [batch] or 0, logits_y [batch, K])`` with
+        :math:`L = \log p(x, y, z[, a]) - \log q(z \mid \cdot)` per class or label.
+    """
+    from pyro_seq.nn import bounded_loc_scale
+
+    min_scale = model.min_scale
+    a = log_qa = 0.0
+    if model.a_dim:
+        loc_a, scale_a = bounded_loc_scale(guide.a_net(x), min_scale)  # [batch, a_dim]
+        a = _normal_sample(loc_a, scale_a)
+        log_qa = gaussian_log_prob(a, loc_a, scale_a).sum(-1)  # [batch]
+        logits_y = guide.y_net(x, a)  # [batch, K]
+    else:
+        logits_y = guide.y_net(x)
+    ys = torch.arange(model.y_dim, device=x.device).view(-1, 1) if y is None else y  # [K, 1] or [batch]
+    y1 = torch.nn.functional.one_hot(ys, model.y_dim).to(x.dtype)  # [K, 1, K] or [batch, K]
+    z_inputs = (x, y1, a) if model.a_dim else (x, y1)
+    loc_z, scale_z = bounded_loc_scale(guide.z_net(*z_inputs), min_scale)  # [..., batch, z_dim]
+    z = _normal_sample(loc_z, scale_z)
+    log_q = gaussian_log_prob(z, loc_z, scale_z).sum(-1)  # [..., batch]
+    log_p = gaussian_log_prob(z, torch.zeros_like(z), torch.ones_like(z)).sum(-1) - math.log(model.y_dim)
+    if model.auxiliary == "sdgm":
+        loc_pa, scale_pa = bounded_loc_scale(model.a_net(y1, z), min_scale)
+        log_p = log_p + gaussian_log_prob(a, loc_pa, scale_pa).sum(-1)
+        logits_x = model.x_net(y1, z, a)
+    else:
+        logits_x = model.x_net(y1, z)  # [..., batch, x_dim]
+        if model.auxiliary == "adgm":
+            loc_pa, scale_pa = bounded_loc_scale(model.a_net(x, y1, z), min_scale)
+            log_p = log_p + gaussian_log_prob(a, loc_pa, scale_pa).sum(-1)
+    log_p = log_p + (x * logits_x - torch.nn.functional.softplus(logits_x)).sum(-1)  # Bernoulli log p(x | .)
+    return log_p - log_q, log_qa, logits_y
+
+
+def semi_supervised_loss(model, guide, x_labelled, y_labelled, x_unlabelled, alpha):
+    r"""
+    The loss of :class:`~pyro_seq.losses.SemiSupervisedELBO` (one particle, no warm-up) by hand,
+    the sum over classes written out as a loop:
+
+    .. math::
+
+        -\frac{1}{n_l}\sum_i \big[\mathcal{L}(x_i, y_i) + \alpha \log q(y_i \mid a_i, x_i)\big]
+        - \frac{1}{n_u}\sum_j \Big[\sum_{c=1}^{K} q(c \mid a_j, x_j)
+            \big(\mathcal{L}(x_j, c \mid a_j) - \log q(c \mid a_j, x_j)\big) - \log q(a_j \mid x_j)\Big].
+
+    Noise is drawn in the guide's order (labelled ``a``, ``z``, then unlabelled ``a``, ``z``),
+    so a fixed seed reproduces the Pyro loss exactly.
+
+    :returns: ``(loss, labelled bound per image, unlabelled bound per image)``.
+    """
+    terms, log_qa, logits_y = _semi_supervised_terms(model, guide, x_labelled, y_labelled)
+    log_qy = torch.log_softmax(logits_y, -1).gather(-1, y_labelled[:, None]).squeeze(-1)  # [n_l]
+    bound_l = (terms - log_qa).sum()
+    terms, log_qa, logits_y = _semi_supervised_terms(model, guide, x_unlabelled, None)  # terms [K, n_u]
+    log_q = torch.log_softmax(logits_y, -1)  # [n_u, K]
+    bound_u = -torch.as_tensor(log_qa).sum() if model.a_dim else 0.0
+    for c in range(model.y_dim):
+        bound_u = bound_u + (log_q[:, c].exp() * (terms[c] - log_q[:, c])).sum()
+    n_l, n_u = x_labelled.size(0), x_unlabelled.size(0)
+    loss = -(bound_l + alpha * log_qy.sum()) / n_l - bound_u / n_u
+    return loss, bound_l / n_l, bound_u / n_u

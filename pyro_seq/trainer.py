@@ -69,13 +69,22 @@ class NonFiniteLossError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
-def _unpack(batch) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(x, mask)`` from a :class:`SequenceBatch` or an ``(x, mask, ...)`` tuple."""
+def _unpack(batch) -> Tuple[tuple, float]:
+    """
+    The loss arguments of a batch and the number of frames its loss is a sum over:
+    ``((x, mask), mask.sum())`` for a :class:`SequenceBatch` or an ``(x, mask, ...)`` tuple;
+    ``(batch.args, batch.frames)`` for any other batch that has ``args`` (e.g.
+    :class:`~pyro_seq.data.SemiSupervisedBatch`, whose loss is already per image).
+    """
+    if hasattr(batch, "args"):
+        return tuple(batch.args), float(getattr(batch, "frames", 1.0))
     if hasattr(batch, "x") and hasattr(batch, "mask"):
-        return batch.x, batch.mask
+        return (batch.x, batch.mask), float(batch.mask.sum())
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], batch[1]
-    raise TypeError(f"expected a SequenceBatch or an (x, mask, ...) tuple, got {type(batch).__name__}")
+        return (batch[0], batch[1]), float(batch[1].sum())
+    raise TypeError(
+        f"expected a SequenceBatch, an (x, mask, ...) tuple or a batch with .args, got {type(batch).__name__}"
+    )
 
 
 def _batches_for(source: Optional[Batches], epoch: int) -> Optional[Iterable]:
@@ -449,25 +458,27 @@ class Trainer:
         params += [pyro.get_param_store()._params[n] for n in pyro.get_param_store().keys()]
         return params
 
-    def step(self, x: torch.Tensor, mask: torch.Tensor) -> Dict[str, Any]:
+    def step(self, *args, frames: Optional[float] = None) -> Dict[str, Any]:
         """
-        One SVI step on a batch: loss and gradients via ``loss.loss_and_grads``, then an optimiser
-        step only if the loss and every gradient are finite.
+        One SVI step on a batch: loss and gradients via ``loss.loss_and_grads(model, guide,
+        *args)``, then an optimiser step only if the loss and every gradient are finite.
 
-        :param torch.Tensor x: ``[batch, time, x_dim]``.
-        :param torch.Tensor mask: ``[batch, time]`` bool.
+        :param args: the loss arguments, usually ``x [batch, time, x_dim]`` and
+            ``mask [batch, time]`` (bool).
+        :param float frames: what the loss is a sum over (default: ``mask.sum()``, ``args[1]``).
         :returns: ``{"loss": float, "frames": float, "ok": bool, "terms": dict or None,
             "reason": str or None}``.
         """
         if hasattr(self.loss, "step"):
             self.loss.step = self.global_step
-        frames = float(mask.sum())
+        if frames is None:
+            frames = float(args[1].sum())
         reason = None
         params = set()
         loss = float("nan")
         try:
             with poutine.trace(param_only=True) as param_capture:
-                loss = self.loss.loss_and_grads(self.model, self.guide, x, mask)
+                loss = self.loss.loss_and_grads(self.model, self.guide, *args)
             params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
             loss = _to_float(loss)
             if loss is None or not math.isfinite(loss):
@@ -530,8 +541,8 @@ class Trainer:
         for i, batch in enumerate(bar):
             if hasattr(batch, "to"):
                 batch = batch.to(self.device)
-            x, mask = _unpack(batch)
-            result = self.step(x, mask)
+            args, frames = _unpack(batch)
+            result = self.step(*args, frames=frames)
             if not result["ok"]:
                 skipped += 1
                 logger.warning("epoch %d batch %d: step skipped (%s)", epoch + 1, i, result["reason"])

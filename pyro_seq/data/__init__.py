@@ -13,6 +13,9 @@ Data sets and batching for :mod:`pyro_seq`.
   ``omniglot``) as one-frame sequences ``[1, 784]``; :func:`load_mnist`,
   :func:`load_omniglot` for the raw arrays and :func:`binarize_batches` for
   per-batch binarization of grey-level training images.
+* :func:`load_semi_supervised` -- semi-supervised image tasks (``digits``, offline, and
+  ``dynamic_mnist``) with a seeded labelled subset, and :class:`SemiSupervisedBatches` of
+  labelled and unlabelled mini-batches per step.
 * :func:`load_sequences` -- one split of any of these by name (used by the command line).
 * :func:`make_batches` / :class:`SequenceBatch` -- length-grouped, padded,
   masked batches.
@@ -47,6 +50,17 @@ from .images import (
 )
 from .mnist import load_binarized_mnist, load_sequential_mnist
 from .music import DATASETS, MIN_NOTE, NOTE_RANGE, SPLITS, DatasetInfo, MusicDataset, load_music
+from .semisupervised import (
+    SEMI_SUPERVISED_DATASETS,
+    LabelledBatch,
+    SemiSupervisedBatch,
+    SemiSupervisedBatches,
+    SemiSupervisedData,
+    choose_labelled,
+    labelled_batches,
+    load_digits,
+    load_semi_supervised,
+)
 from .wav import WavData, WavStats, load_wav_frames
 
 __all__ = [
@@ -59,22 +73,31 @@ __all__ = [
     "DownloadIntegrityError",
     "IMAGE_DATASETS",
     "ImageDataset",
+    "LabelledBatch",
     "MIN_NOTE",
     "MusicDataset",
     "NOTE_RANGE",
+    "SEMI_SUPERVISED_DATASETS",
     "SEQUENCE_DATASETS",
     "SPLITS",
     "SequenceBatch",
+    "SemiSupervisedBatch",
+    "SemiSupervisedBatches",
+    "SemiSupervisedData",
     "SequenceDataset",
     "WavData",
     "WavStats",
     "binarize_batches",
+    "choose_labelled",
     "fetch",
+    "labelled_batches",
     "load_binarized_mnist",
+    "load_digits",
     "load_images",
     "load_mnist",
     "load_music",
     "load_omniglot",
+    "load_semi_supervised",
     "load_sequences",
     "load_sequential_mnist",
     "load_wav_frames",

@@ -15,7 +15,8 @@ and an ELBO from :mod:`pyro_seq.losses`::
 
 from pyro_seq.models.ladder import LadderVAE
 from pyro_seq.models.lgssm import LinearGaussianSSM
+from pyro_seq.models.semisupervised import ADGM, M2, SDGM, SemiSupervisedVAE
 from pyro_seq.models.srnn import LIKELIHOODS, SRNN
 from pyro_seq.models.zforcing import ZForcing
 
-__all__ = ["LIKELIHOODS", "LadderVAE", "LinearGaussianSSM", "SRNN", "ZForcing"]
+__all__ = ["ADGM", "LIKELIHOODS", "LadderVAE", "LinearGaussianSSM", "M2", "SDGM", "SRNN", "SemiSupervisedVAE", "ZForcing"]
