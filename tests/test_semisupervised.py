@@ -291,3 +291,80 @@ def test_cli_train_and_resume(tmp_path):
     assert main(args + ["--resume"]) == 0
     assert json.loads((out / "test.json").read_text())["last"]["epoch"] == 2
     assert main(["train", "m2", "--data", "binarized_mnist", "--out", str(tmp_path / "x")]) == 1
+
+
+# ------------------------------------------------------------- auxiliary-variable wrapper
+
+
+def _vae(seed=0):
+    from pyro_seq.guides import BottomUpGuide
+    from pyro_seq.models import LadderVAE
+
+    pyro.clear_param_store()
+    torch.manual_seed(seed)
+    model = LadderVAE(x_dim=6, z_dims=[3], hidden_dims=[5], batch_norm=False).double()
+    return model, BottomUpGuide(model).double()
+
+
+def _elbo(model, guide, x, seed):
+    pyro.set_rng_seed(seed)
+    return pyro.infer.Trace_ELBO().differentiable_loss(model, guide, x)
+
+
+def test_auxiliary_wrapper_keeps_the_marginal_model():
+    from pyro_seq.guides import add_auxiliary
+
+    model, guide = _vae()
+    aux_model, aux_guide = add_auxiliary(model, guide, {"z_1": 3}, 6, a_dim=2, hidden_dims=(4,))
+    aux_model.double(), aux_guide.double()
+    x = images(5)
+    pyro.set_rng_seed(0)
+    guide_trace = poutine.trace(aux_guide).get_trace(x)
+    wrapped = poutine.trace(poutine.replay(aux_model, trace=guide_trace)).get_trace(x)
+    plain = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    for name in ("z_1", "x"):  # p(x, z) untouched
+        assert torch.equal(wrapped.nodes[name]["fn"].log_prob(wrapped.nodes[name]["value"]),
+                           plain.nodes[name]["fn"].log_prob(plain.nodes[name]["value"]))
+    assert wrapped.nodes["aux_a"]["value"] is guide_trace.nodes["aux_a"]["value"]
+    assert [f.name for f in wrapped.nodes["aux_a"]["cond_indep_stack"]] == ["aux_data"]
+
+
+def test_auxiliary_wrapper_reduces_to_the_plain_guide():
+    """At initialisation q(z | a, x) = q(z | x); with p(a | x, z) = q(a | x) the bound is the
+    plain VAE's, value and gradient of the shared parameters."""
+    from pyro_seq.guides import add_auxiliary
+
+    model, guide = _vae()
+    aux_model, aux_guide = add_auxiliary(model, guide, {"z_1": 3}, 6, a_dim=2, hidden_dims=(4,))
+    aux_model.double(), aux_guide.double()
+    with torch.no_grad():
+        for net in (aux_model.p_a_net, aux_guide.q_a_net):  # the same constant Gaussian
+            for p in net.parameters():
+                p.zero_()
+            net.rest[1].net[-1].bias.copy_(torch.tensor([0.2, -0.1, 0.4, 0.3], dtype=torch.float64))
+    x = images(5)
+
+    class DrawA(torch.nn.Module):  # the plain guide, drawing the same a-noise first
+        def forward(self, x):
+            torch.distributions.Normal(torch.zeros(x.size(0), 2, dtype=x.dtype), 1.0).rsample()
+            return guide(x)
+
+    wrapped = _elbo(aux_model, aux_guide, x, seed=1)
+    wrapped.backward()
+    wrapped_grads = grads([guide, model])
+    zero([guide, model])
+    plain = _elbo(model, DrawA(), x, seed=1)
+    plain.backward()
+    assert wrapped.item() == pytest.approx(plain.item(), rel=1e-12)
+    for a, b in zip(wrapped_grads, grads([guide, model])):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_auxiliary_wrapper_names_missing_latents():
+    from pyro_seq.guides import add_auxiliary
+
+    model, guide = _vae()
+    aux_model, aux_guide = add_auxiliary(model, guide, {"z_9": 3}, 6, a_dim=2)
+    aux_model.double(), aux_guide.double()
+    with pytest.raises(ValueError, match=r"no latent sites \['z_9'\]"):
+        pyro.infer.Trace_ELBO().loss(aux_model, aux_guide, images(3))
