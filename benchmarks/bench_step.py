@@ -5,6 +5,7 @@ the same bound, timed in the same run on the same batches.
     python benchmarks/bench_step.py --model srnn --data-root ../shared/data [--epochs 1]
     python benchmarks/bench_step.py --model zforcing --data-root ../shared/data
     python benchmarks/bench_step.py --model lvae --data-root ../shared/data --max-batches 60
+    python benchmarks/bench_step.py --model adgm --data-root ../shared/data --max-batches 40
 
 Sizes: SRNN at the paper's music size (Fraccaro et al. 2016): d = 300, z = 100,
 a = 300, MLP width 500; Z-Forcing at the size pyro_seq trains on music
@@ -12,7 +13,11 @@ a = 300, MLP width 500; Z-Forcing at the size pyro_seq trains on music
 backward-prediction loss on (w = 1, w_b = 1). Batch 16, JSB Chorales training
 split grouped by length. The Ladder VAE at the paper's MNIST size (5 layers,
 z 64-32-16-8-4, blocks of two layers 512-256-128-64-32, batch norm) with the
-ladder guide, batch 256 of the fixed binarized MNIST (it has no per-step form). Three Pyro variants are timed: the fast form (one
+ladder guide, batch 256 of the fixed binarized MNIST (it has no per-step form). The ADGM at the
+released code's MNIST size (every network 500-500, z = a = 100) with the auxiliary guide and
+:class:`~pyro_seq.losses.SemiSupervisedELBO` (labels enumerated by ``TraceEnum_ELBO``), 100
+labelled + 100 unlabelled dynamically binarized MNIST images per step; its floor is
+``reference.semi_supervised_loss`` (an explicit loop over the ten classes). Three Pyro variants are timed: the fast form (one
 sequence-level latent site and one emission site) with Pyro's validation on (the
 default) and off, and the readable ``pyro.markov`` form (one site per step) on a
 few batches. The floor is :mod:`pyro_seq.reference` (``srnn_elbo`` /
@@ -22,6 +27,7 @@ Prints a JSON summary; record it in BENCHMARKS.md with the machine and date.
 """
 
 import argparse
+import itertools
 import json
 import platform
 import time
@@ -32,11 +38,11 @@ from pyro.infer import SVI
 from pyro.optim import ClippedAdam
 from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
 
-from pyro_seq.data import load_sequences, make_batches
-from pyro_seq.guides import LadderGuide, SRNNGuide, ZForcingGuide
-from pyro_seq.losses import LinearSchedule, WarmupTrace_ELBO, ZForcingTrace_ELBO
-from pyro_seq.models import SRNN, LadderVAE, ZForcing
-from pyro_seq.reference import ladder_elbo, srnn_elbo, zforcing_elbo
+from pyro_seq.data import load_semi_supervised, load_sequences, make_batches
+from pyro_seq.guides import AuxiliaryGuide, LadderGuide, SRNNGuide, ZForcingGuide
+from pyro_seq.losses import LinearSchedule, SemiSupervisedELBO, WarmupTrace_ELBO, ZForcingTrace_ELBO
+from pyro_seq.models import ADGM, SRNN, LadderVAE, ZForcing
+from pyro_seq.reference import ladder_elbo, semi_supervised_loss, srnn_elbo, zforcing_elbo
 
 
 def build_srnn(seed, fast=True):
@@ -59,16 +65,26 @@ def build_lvae(seed, fast=True):
     return model, LadderGuide(model)
 
 
-def lvae_floor(model, guide, x, mask, beta):
-    return -ladder_elbo(model, guide, x[:, 0], beta=beta, by_hand=False).sum()
+def build_adgm(seed, fast=True):
+    torch.manual_seed(seed)
+    model = ADGM()
+    return model, AuxiliaryGuide(model)
 
 
-def srnn_floor(model, guide, x, mask, beta):
-    return -srnn_elbo(model, guide, x, mask, beta=beta).sum()
+def lvae_floor(model, guide, batch, beta):
+    return -ladder_elbo(model, guide, batch.x[:, 0], beta=beta, by_hand=False).sum()
 
 
-def zforcing_floor(model, guide, x, mask, beta, w=1.0, w_b=1.0):
-    elbo, aux, backward = zforcing_elbo(model, guide, x, mask, beta=beta)
+def adgm_floor(model, guide, batch, beta, alpha=50.0):
+    return semi_supervised_loss(model, guide, *batch.args, alpha=alpha)[0]
+
+
+def srnn_floor(model, guide, batch, beta):
+    return -srnn_elbo(model, guide, batch.x, batch.mask, beta=beta).sum()
+
+
+def zforcing_floor(model, guide, batch, beta, w=1.0, w_b=1.0):
+    elbo, aux, backward = zforcing_elbo(model, guide, batch.x, batch.mask, beta=beta)
     return -(elbo.sum() + w * aux.sum() + w_b * backward.sum())
 
 
@@ -81,11 +97,21 @@ MODELS = {
                  zforcing_floor, dict(emb=128, h=256, b=256, z=32, hidden=256, aux_weight=1.0, backward_weight=1.0)),
     "lvae": (build_lvae, lambda schedule: WarmupTrace_ELBO(schedule=schedule), lvae_floor,
              dict(z=[64, 32, 16, 8, 4], hidden=[512, 256, 128, 64, 32], layers_per_block=2, batch_norm=True)),
+    "adgm": (build_adgm, lambda schedule: SemiSupervisedELBO(alpha=50.0), adgm_floor,
+             dict(z=100, a=100, hidden=[500, 500], labelled=100, unlabelled=100, alpha=50.0)),
 }
 #: models without a per-step (pyro.markov) form
-NO_MARKOV_FORM = {"lvae"}
+NO_MARKOV_FORM = {"lvae", "adgm"}
 #: default data set and batch size per model
-DEFAULTS = {"srnn": ("jsb", 16), "zforcing": ("jsb", 16), "lvae": ("binarized_mnist", 256)}
+DEFAULTS = {"srnn": ("jsb", 16), "zforcing": ("jsb", 16), "lvae": ("binarized_mnist", 256), "adgm": ("dynamic_mnist", 100)}
+
+
+def _args(batch):
+    return batch.args if hasattr(batch, "args") else (batch.x, batch.mask)
+
+
+def _frames(batch):
+    return batch.x_labelled.size(0) + batch.x_unlabelled.size(0) if hasattr(batch, "args") else int(batch.mask.sum())
 
 
 def main(argv=None):
@@ -104,7 +130,16 @@ def main(argv=None):
     args.dataset = args.dataset or DEFAULTS[args.model][0]
     args.batch_size = args.batch_size or DEFAULTS[args.model][1]
     torch.set_default_dtype(torch.float32)
-    train = load_sequences(args.dataset, "train", data_root=args.data_root)
+    if args.model == "adgm":  # labelled + unlabelled mini-batches, binarized per step
+        semi = load_semi_supervised(args.dataset, 10, args.seed, data_root=args.data_root).train
+
+        def epoch_batches_of(epoch):
+            return semi.batches(epoch, args.batch_size, 100, args.seed)
+    else:
+        train = load_sequences(args.dataset, "train", data_root=args.data_root)
+
+        def epoch_batches_of(epoch):
+            return make_batches(train.sequences, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch)
     schedule = LinearSchedule(0.2, 1.0, 1000)
     lr = {"lr": 1e-3, "clip_norm": 10.0}
 
@@ -118,11 +153,11 @@ def main(argv=None):
 
     def pyro_step(batch, step):
         elbo.step = step
-        return svi.step(batch.x, batch.mask)
+        return svi.step(*_args(batch))
 
     def pure_step(batch, step):
         opt.zero_grad()
-        loss = floor(ref_model, ref_guide, batch.x, batch.mask, schedule(step))
+        loss = floor(ref_model, ref_guide, batch, schedule(step))
         loss.backward()
         opt.step()
         return loss.item()
@@ -135,12 +170,12 @@ def main(argv=None):
     times = {"pyro_fast": 0.0, "pyro_fast_novalidate": 0.0, "pure": 0.0}
     frames = 0
     step = 0
-    batches = list(make_batches(train.sequences, args.batch_size, shuffle=True, seed=args.seed, epoch=0))
+    batches = list(itertools.islice(epoch_batches_of(0), max(1, args.markov_batches)))
     # warm-up (allocator, first-call costs)
     pyro_step(batches[0], 0)
     pure_step(batches[0], 0)
     for epoch in range(args.epochs):
-        epoch_batches = make_batches(train.sequences, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch)
+        epoch_batches = epoch_batches_of(epoch)
         for i, batch in enumerate(epoch_batches):
             if args.max_batches is not None and i >= args.max_batches:
                 break
@@ -150,7 +185,7 @@ def main(argv=None):
             times["pyro_fast_novalidate"] += timed(pyro_step, batch, step)
             pyro.enable_validation(True)
             times["pure"] += timed(pure_step, batch, step)
-            frames += int(batch.mask.sum())
+            frames += _frames(batch)
             step += 1
 
     # the readable pyro.markov form on a few batches, against the floor on the same batches

@@ -581,6 +581,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model, guide, _, state = load_model(args.checkpoint, device=device)
+    if state["kind"] in SEMI_SUPERVISED_MODELS:  # classification figures instead of bounds
+        return semi_supervised.cmd_evaluate(args, model, guide, state, device)
     config = state["config"]
     data = config.get("data", {})
     name = args.data or data.get("name")
@@ -679,6 +681,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model, guide, _, state = load_model(args.checkpoint, device=device)
+    if state["kind"] in SEMI_SUPERVISED_MODELS:  # one row of samples per class
+        return semi_supervised.cmd_sample(args, model, guide, state, device)
     if hasattr(model, "image_shape"):
         return _sample_images(args, model, guide, state, device)
     if not hasattr(model, "generate"):

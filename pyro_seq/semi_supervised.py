@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -239,4 +240,78 @@ def cmd_train(args, resolve_device, load_model) -> int:
     (out / "test.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"test error of {args.model} on {args.data}: {record['last']['error']:.2f}% (last checkpoint, epoch "
           f"{record['last']['epoch']}), {record['best_valid']['error']:.2f}% (best valid, epoch {record['best_valid']['epoch']})")
+    return 0
+
+
+def _test_batches(state, split, data_root):
+    from pyro_seq.data import labelled_batches, load_semi_supervised
+
+    data = state["config"]["data"]
+    splits = load_semi_supervised(
+        data["name"], data["labels_per_class"], data["label_seed"], data_root=data_root or data.get("data_root"), limit=data.get("limit")
+    )
+    if split == "train":  # the labelled training images, binarized once
+        x = splits.train.x[torch.as_tensor(splits.train.labelled)]
+        x = (torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) < x).float()
+        return labelled_batches(x.numpy(), splits.train.y_labelled.numpy())
+    return labelled_batches(*getattr(splits, split))
+
+
+def cmd_evaluate(args, model, guide, state, device) -> int:
+    """``pyro-seq evaluate`` for M2/ADGM/SDGM checkpoints: classification error, NLL and ECE."""
+    import pyro
+
+    pyro.set_rng_seed(args.seed)
+    batches = [b.to(device) for b in _test_batches(state, args.split, args.data_root)]
+    metrics = classification_metrics(guide, batches, num_samples=args.num_samples)
+    record = {"checkpoint": str(args.checkpoint), "kind": state["kind"], "epoch": state.get("epoch"),
+              "data": state["config"]["data"]["name"], "split": args.split, "seed": args.seed,
+              "samples_of_a": args.num_samples, **metrics}
+    output = Path(args.output) if args.output else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_{args.split}_eval.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{record['data']} {args.split} ({args.split == 'train' and 'labelled images' or 'all images'}): error "
+          f"{metrics['error']:.2f}%, NLL {metrics['nll']:.4f} nats, ECE {metrics['ece']:.2f}% over {metrics['num_items']} "
+          f"images ({args.num_samples} samples of a)\n  written to {output}")
+    return 0
+
+
+def cmd_sample(args, model, guide, state, device) -> int:
+    """
+    ``pyro-seq sample`` for M2/ADGM/SDGM checkpoints: ``samples.png`` (one row per class, ``--num``
+    prior samples each) and, with an auxiliary variable, ``a_pca.png``: the first two principal
+    components of the means of :math:`q(a \\mid x)` on the test images, coloured by class.
+    """
+    import pyro
+
+    from pyro_seq.plotting import _pyplot, _save, image_grid_png
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pyro.set_rng_seed(args.seed)
+    shape = tuple(model.image_shape)
+    y = torch.arange(model.y_dim, device=device).repeat_interleave(args.num)  # [K * num]
+    x = model.generate(y).reshape(-1, *shape).cpu()  # [K * num, H, W]
+    paths = [image_grid_png(x, out / "samples.png", title=f"{state['kind']} samples, one row per class (epoch {state.get('epoch')})", columns=args.num)]
+    np.save(out / "samples.npy", x.numpy())
+    if model.a_dim:
+        batches = _test_batches(state, "test", args.data_root)
+        with torch.no_grad():
+            loc = torch.cat([guide.auxiliary(b.x.to(device))[0].cpu() for b in batches])  # [N, a_dim]
+        labels = torch.cat([b.y for b in batches])
+        centred = loc - loc.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        pcs = (centred @ v[:2].T).numpy()  # [N, 2]
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for c in range(model.y_dim):
+            keep = (labels == c).numpy()
+            ax.scatter(pcs[keep, 0], pcs[keep, 1], s=3, label=str(c), color=plt.cm.tab10(c % 10))
+        ax.set_xlabel("PC 1 of E[a | x]")
+        ax.set_ylabel("PC 2")
+        ax.set_title(f"{state['kind']}: q(a | x) means of the test images by class")
+        ax.legend(markerscale=4, fontsize=7, loc="best", ncol=2)
+        paths.append(_save(fig, out / "a_pca.png"))
+    logger.info("wrote %s", ", ".join(map(str, paths)))
+    print(f"wrote {', '.join(map(str, paths))}")
     return 0

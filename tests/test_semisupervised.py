@@ -290,6 +290,12 @@ def test_cli_train_and_resume(tmp_path):
     args[args.index("--epochs") + 1] = "2"
     assert main(args + ["--resume"]) == 0
     assert json.loads((out / "test.json").read_text())["last"]["epoch"] == 2
+    assert main(["evaluate", str(out / "last.pt"), "--num-samples", "3", "--output", str(tmp_path / "e.json")]) == 0
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    assert evaluated["split"] == "test" and 0 <= evaluated["error"] <= 100 and evaluated["num_items"] == 300
+    assert main(["sample", str(out / "last.pt"), "--num", "2", "--out", str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "samples.png").exists() and (tmp_path / "s" / "a_pca.png").exists()
+    assert np.load(tmp_path / "s" / "samples.npy").shape == (20, 8, 8)
     assert main(["train", "m2", "--data", "binarized_mnist", "--out", str(tmp_path / "x")]) == 1
 
 
