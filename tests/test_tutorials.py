@@ -70,3 +70,11 @@ def test_ladder_vae_tutorial_smoke(tmp_path):
     for name in ("ladder", "bottom-up"):
         for stem in ("kl_per_unit", "samples", "reconstructions"):
             assert (tmp_path / f"{stem}_{name}.png").stat().st_size > 0
+
+
+def test_semi_supervised_tutorial_smoke(tmp_path):
+    result = load("semi_supervised").main(["--smoke", "--out", str(tmp_path)])
+    for name in ("m2", "adgm"):
+        assert 0.0 <= result[name]["error"] <= 100.0 and result[name]["num_items"] == 300
+        assert (tmp_path / f"{name}_samples.png").stat().st_size > 0
+    assert "results.json" in result["files"]
