@@ -98,3 +98,46 @@ def test_lvae_log_weight_helper_on_cpu():
 @pytest.mark.cuda
 def test_lvae_cpu_and_cuda_give_the_same_bound():
     check_lvae_devices_agree("cuda")
+
+
+def check_semi_supervised_devices_agree(device, monkeypatch):
+    from pyro_seq import reference
+    from pyro_seq.guides import AuxiliaryGuide
+    from pyro_seq.losses import SemiSupervisedELBO
+    from pyro_seq.models import ADGM, SDGM
+
+    for cls in (ADGM, SDGM):
+        torch.manual_seed(0)
+        model = cls(x_dim=12, y_dim=4, z_dim=3, a_dim=2, hidden_dims=(8,)).double()
+        guide = AuxiliaryGuide(model).double()
+        x_l, y_l, x_u = (torch.rand(3, 12) < 0.3).double(), torch.tensor([0, 3, 1]), (torch.rand(5, 12) < 0.3).double()
+        noise = {}  # the same standard-normal draws on both devices, in the order they are drawn
+
+        def fixed_noise(loc, scale, _calls=[0]):
+            key = (_calls[0] % 4, tuple(loc.shape))
+            _calls[0] += 1
+            if key not in noise:
+                noise[key] = torch.randn(loc.shape, dtype=loc.dtype)
+            return loc + noise[key].to(loc.device) * scale
+
+        monkeypatch.setattr(reference, "_normal_sample", fixed_noise)
+        on_cpu = reference.semi_supervised_loss(model, guide, x_l, y_l, x_u, alpha=2.0)[0]
+        model.to(device)
+        guide.to(device)
+        on_device = reference.semi_supervised_loss(model, guide, x_l.to(device), y_l.to(device), x_u.to(device), alpha=2.0)[0]
+        assert on_device.device.type == torch.device(device).type
+        assert torch.allclose(on_cpu, on_device.cpu(), atol=1e-8, rtol=0)
+        pyro.clear_param_store()
+        svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), SemiSupervisedELBO(alpha=2.0))
+        assert torch.isfinite(torch.tensor(svi.step(x_l.to(device), y_l.to(device), x_u.to(device))))
+        assert guide.predict(x_u.to(device), num_samples=3).probs.device.type == torch.device(device).type
+        assert model.generate(torch.arange(4)).device.type == torch.device(device).type
+
+
+def test_semi_supervised_devices_helper_on_cpu(monkeypatch):
+    check_semi_supervised_devices_agree("cpu", monkeypatch)
+
+
+@pytest.mark.cuda
+def test_semi_supervised_cpu_and_cuda_give_the_same_loss(monkeypatch):
+    check_semi_supervised_devices_agree("cuda", monkeypatch)
