@@ -440,7 +440,6 @@ def _append_jsonl(path: Path, record: Dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import pyro
 
-    from pyro_seq.checkpoint import CheckpointError
     from pyro_seq.data import make_batches
     from pyro_seq.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, LOG_FILE, Trainer
 
@@ -494,18 +493,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         "epochs": args.epochs,
     }
 
-    if args.resume and (out / LAST_CHECKPOINT).exists():
-        from pyro_seq.checkpoint import load_checkpoint
+    if args.resume:
+        from pyro_seq.checkpoint import check_resume_data
 
-        previous = load_checkpoint(out / LAST_CHECKPOINT, map_location="cpu", kind=args.model)
-        prev_data = previous["config"].get("data", {})
-        for key in ("name", "max_train_sequences", "max_length", "batch_size"):
-            if prev_data.get(key) != config["data"][key]:
-                raise CheckpointError(
-                    f"--resume: {out / LAST_CHECKPOINT} was trained with data {key}={prev_data.get(key)!r}, "
-                    f"this run asks for {config['data'][key]!r}"
-                )
-        del previous
+        check_resume_data(out / LAST_CHECKPOINT, args.model, config["data"], ("name", "max_train_sequences", "max_length", "batch_size"))
 
     pyro.set_rng_seed(args.seed)
     model, guide, loss = MODELS[args.model](config)

@@ -147,7 +147,7 @@ def cmd_train(args, resolve_device, load_model) -> int:
     """``pyro-seq train m2|adgm|sdgm``: train, then the test error of the last and best checkpoints."""
     import pyro
 
-    from pyro_seq.checkpoint import CheckpointError, load_checkpoint
+    from pyro_seq.checkpoint import check_resume_data
     from pyro_seq.data import labelled_batches, load_semi_supervised
     from pyro_seq.losses import default_alpha
     from pyro_seq.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, LOG_FILE, Trainer
@@ -188,16 +188,9 @@ def cmd_train(args, resolve_device, load_model) -> int:
             "seed": args.seed, "patience": args.patience, "epochs": args.epochs,
         },
     }
-    if args.resume and (out / LAST_CHECKPOINT).exists():
-        previous = load_checkpoint(out / LAST_CHECKPOINT, map_location="cpu", kind=args.model)
-        prev_data = previous["config"].get("data", {})
-        for key in ("name", "labels_per_class", "label_seed", "limit", "batch_size", "labelled_batch_size"):
-            if prev_data.get(key) != config["data"][key]:
-                raise CheckpointError(
-                    f"--resume: {out / LAST_CHECKPOINT} was trained with data {key}={prev_data.get(key)!r}, "
-                    f"this run asks for {config['data'][key]!r}"
-                )
-        del previous
+    if args.resume:
+        keys = ("name", "labels_per_class", "label_seed", "limit", "batch_size", "labelled_batch_size")
+        check_resume_data(out / LAST_CHECKPOINT, args.model, config["data"], keys)
 
     pyro.set_rng_seed(args.seed)
     model, guide, loss = build_semi_supervised(args.model, config)

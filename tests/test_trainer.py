@@ -162,11 +162,11 @@ def test_resume_after_crash_mid_epoch(tmp_path):
     calls = {"n": 0}
     real_step = crashing.step
 
-    def dying_step(x, mask):
+    def dying_step(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt  # killed mid-epoch 2, after 2 steps
-        return real_step(x, mask)
+        return real_step(*args, **kwargs)
 
     crashing.step = dying_step
     with pytest.raises(KeyboardInterrupt):
@@ -278,9 +278,9 @@ def test_nan_injected_into_a_real_models_batch_is_skipped_and_training_goes_on(t
     seen = []
     real_step = trainer.step
 
-    def recording_step(x, mask):
+    def recording_step(*args, **kwargs):
         before = (_params(trainer), trainer.optim.get_state(), trainer.global_step)
-        result = real_step(x, mask)
+        result = real_step(*args, **kwargs)
         seen.append((before, result, (_params(trainer), trainer.optim.get_state(), trainer.global_step)))
         return result
 

@@ -15,8 +15,8 @@ Semi-supervised image data: a few labelled images per class, the rest unlabelled
   (:class:`SemiSupervisedBatch`), the unlabelled pool excluding the labelled images.
 
 Labels for ``"binarized_mnist"`` (Larochelle's fixed binarization) are not available: its
-images are not in MNIST's order (checked by matching each of them to its most likely MNIST
-grey image), so this module does not serve it.
+images are not in MNIST's order (matched to their most likely MNIST grey images, its splits come
+from MNIST's training and test sets but shuffled), so this module does not serve it.
 """
 
 from typing import NamedTuple, Optional
