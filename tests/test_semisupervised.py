@@ -175,6 +175,37 @@ def test_dynamic_binarization_is_seeded_and_binary():
     assert set(a.x_unlabelled.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_matching_recovers_the_grey_image_of_each_binary_image():
+    from pyro_seq.data import match_to_grey
+
+    rng = np.random.default_rng(0)
+    grey = rng.uniform(0.02, 0.98, (40, 300)).astype(np.float32)
+    order = rng.permutation(40)
+    binary = (rng.random((40, 300)) < grey[order]).astype(np.uint8)
+    index, margin = match_to_grey(binary, grey, chunk=7)
+    assert np.array_equal(index, order) and bool((margin > 0).all())
+
+
+def test_binarized_mnist_labels_are_cached_and_recomputed_when_stale(tmp_path, monkeypatch):
+    from pyro_seq.data import images, mnist, semisupervised
+
+    rng = np.random.default_rng(1)
+    grey = {s: rng.integers(0, 256, (n, 28, 28)).astype(np.uint8) for s, n in (("train", 6), ("valid", 3), ("test", 4))}
+    labels = {s: np.arange(len(g)) % 10 for s, g in grey.items()}
+    binary = {s: (rng.random(g.shape) < g / 255.0).astype(np.uint8) for s, g in grey.items()}
+    monkeypatch.setattr(images, "load_mnist", lambda s, **kw: (grey[s], labels[s]))
+    monkeypatch.setattr(mnist, "load_binarized_mnist", lambda s, **kw: binary)
+    first = semisupervised.binarized_mnist_labels(cache_dir=tmp_path)
+    assert np.array_equal(first["test"][1], np.arange(9, 13)) and np.array_equal(first["test"][0], labels["test"])
+    assert (tmp_path / "binarized_mnist_labels.npz").is_file()
+    monkeypatch.setattr(semisupervised, "match_to_grey", lambda *a, **k: pytest.fail("recomputed despite the cache"))
+    again = semisupervised.binarized_mnist_labels(cache_dir=tmp_path)
+    assert all(np.array_equal(first[s][0], again[s][0]) for s in first)
+    binary["test"] = binary["test"][::-1].copy()  # other images: the cache is stale
+    with pytest.raises(pytest.fail.Exception, match="recomputed"):
+        semisupervised.binarized_mnist_labels(cache_dir=tmp_path)
+
+
 def test_choose_labelled():
     y = np.repeat(np.arange(10), 20)
     chosen = choose_labelled(y, 10, seed=0)
@@ -195,8 +226,8 @@ def test_digits_splits():
     assert set(np.unique(y_train)) == set(range(10))
     data = load_semi_supervised("digits", labels_per_class=10, label_seed=0)
     assert data.train.num_labelled == 100 and data.train.num_data == 1200 and data.image_shape == (8, 8)
-    with pytest.raises(ValueError, match="binarized_mnist.*not in MNIST's order"):
-        load_semi_supervised("binarized_mnist")
+    with pytest.raises(ValueError, match="Unknown semi-supervised data set 'omniglot'"):
+        load_semi_supervised("omniglot")
 
 
 @pytest.mark.parametrize(
@@ -296,7 +327,7 @@ def test_cli_train_and_resume(tmp_path):
     assert main(["sample", str(out / "last.pt"), "--num", "2", "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "samples.png").exists() and (tmp_path / "s" / "a_pca.png").exists()
     assert np.load(tmp_path / "s" / "samples.npy").shape == (20, 8, 8)
-    assert main(["train", "m2", "--data", "binarized_mnist", "--out", str(tmp_path / "x")]) == 1
+    assert main(["train", "m2", "--data", "omniglot", "--out", str(tmp_path / "x")]) == 1
 
 
 # ------------------------------------------------------------- auxiliary-variable wrapper

@@ -56,10 +56,12 @@ from .semisupervised import (
     SemiSupervisedBatch,
     SemiSupervisedBatches,
     SemiSupervisedData,
+    binarized_mnist_labels,
     choose_labelled,
     labelled_batches,
     load_digits,
     load_semi_supervised,
+    match_to_grey,
 )
 from .wav import WavData, WavStats, load_wav_frames
 
@@ -88,6 +90,7 @@ __all__ = [
     "WavData",
     "WavStats",
     "binarize_batches",
+    "binarized_mnist_labels",
     "choose_labelled",
     "fetch",
     "labelled_batches",
@@ -102,6 +105,7 @@ __all__ = [
     "load_sequential_mnist",
     "load_wav_frames",
     "make_batches",
+    "match_to_grey",
     "pad_batch",
     "padding_efficiency",
     "resolve_data_root",
