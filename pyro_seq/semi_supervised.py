@@ -204,7 +204,7 @@ def cmd_train(args, resolve_device, load_model) -> int:
         device=device, out_dir=out, seed=args.seed, patience=args.patience, kind=args.model,
         config=config, progress=False if args.no_progress else None, log_every=args.log_every,
         max_bad_steps=args.max_bad_steps, eval_fn=classification_eval_fn(args.valid_samples),
-        resume=args.resume,
+        resume=args.resume, units=("nats/image", "error {:.2f}%"),
     )
     n_params = sum(p.numel() for m in (model, guide) for p in m.parameters())
     logger.info("%s: %d parameters on %s, alpha %.4g; output in %s (valid figure: error %%)", args.model, n_params, device, alpha, out)

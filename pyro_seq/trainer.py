@@ -197,6 +197,8 @@ class Trainer:
         :func:`default_eval_fn`.
     :param int valid_samples: samples per sequence for the default validation bound.
     :param bool resume: continue from ``out_dir/last.pt`` if it exists (a fresh run otherwise).
+    :param units: how the epoch log line shows the training loss and the validation figure:
+        ``(unit of the loss, format of the validation figure)``.
     """
 
     def __init__(
@@ -225,6 +227,7 @@ class Trainer:
         eval_fn: Optional[Callable] = None,
         valid_samples: int = 1,
         resume: bool = False,
+        units: Tuple[str, str] = ("nats/frame", "{:.4f} nats/frame"),
     ):
         if patience is not None and patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {patience}")
@@ -257,6 +260,7 @@ class Trainer:
         self.log_every = int(log_every)
         self.max_bad_steps = int(max_bad_steps)
         self.eval_fn = eval_fn if eval_fn is not None else default_eval_fn(valid_samples)
+        self.units = tuple(units)
 
         # counters (all restored on resume)
         self.epoch = 0  # completed epochs
@@ -644,14 +648,15 @@ class Trainer:
             self.history.append(record)
             self._write_log(record)
             logger.info(
-                "epoch %d step %d: train %.4f nats/frame%s, valid %s, beta %s, lr %.3g, %.1fs%s",
+                "epoch %d step %d: train %.4f %s%s, valid %s, beta %s, lr %.3g, %.1fs%s",
                 self.epoch,
                 self.global_step,
                 stats["train_loss_per_frame"],
+                self.units[0],
                 ("" if stats["kl_per_frame"] is None else f" (kl {stats['kl_per_frame']:.4f}")
                 + ("" if "aux_log_prob_per_frame" not in stats else f", aux log p {stats['aux_log_prob_per_frame']:.3f}")
                 + ("" if stats["kl_per_frame"] is None else ")"),
-                "n/a" if valid is None else f"{valid:.4f}",
+                "n/a" if valid is None else self.units[1].format(valid),
                 "n/a" if stats["beta"] is None else f"{stats['beta']:.3f}",
                 self.current_lr(),
                 seconds,
