@@ -114,7 +114,7 @@ def add_arguments(parser, positive_int, int_list) -> None:
     g.add_argument("--data-root", default=None, help="data root (default: $PYRO_SEQ_DATA, else ~/.cache/pyro_seq)")
     g.add_argument("--labels-per-class", type=positive_int, default=10, help="labelled training images per class")
     g.add_argument("--label-seed", type=int, default=0, help="seed of the choice of labelled images")
-    g.add_argument("--limit", type=positive_int, default=None, help="use only the first N images of each split (smoke tests)")
+    g.add_argument("--limit", type=positive_int, default=None, help="use only the first N images of each split (smoke tests; the binarized MNIST test split is sorted by class)")
     g.add_argument("--batch-size", type=positive_int, default=100, help="unlabelled images per step")
     g.add_argument("--labelled-batch-size", type=positive_int, default=100, help="labelled images per step")
     g = parser.add_argument_group("model")
