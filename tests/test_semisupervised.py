@@ -405,3 +405,13 @@ def test_auxiliary_wrapper_names_missing_latents():
     aux_model.double(), aux_guide.double()
     with pytest.raises(ValueError, match=r"no latent sites \['z_9'\]"):
         pyro.infer.Trace_ELBO().loss(aux_model, aux_guide, images(3))
+
+
+def test_vectorized_particles_estimate_the_same_loss():
+    model, guide = tiny("adgm")
+    args = (images(5), torch.tensor([0, 3, 1, 1, 2]), images(7, seed=2))
+    values = {}
+    for vectorize in (False, True):
+        pyro.set_rng_seed(0)
+        values[vectorize] = SemiSupervisedELBO(alpha=1.0, num_particles=1000, vectorize_particles=vectorize).loss(model, guide, *args)
+    assert values[True] == pytest.approx(values[False], abs=0.25)
