@@ -413,5 +413,5 @@ def test_vectorized_particles_estimate_the_same_loss():
     values = {}
     for vectorize in (False, True):
         pyro.set_rng_seed(0)
-        values[vectorize] = SemiSupervisedELBO(alpha=1.0, num_particles=1000, vectorize_particles=vectorize).loss(model, guide, *args)
-    assert values[True] == pytest.approx(values[False], abs=0.25)
+        values[vectorize] = SemiSupervisedELBO(alpha=1.0, num_particles=200, vectorize_particles=vectorize).loss(model, guide, *args)
+    assert values[True] == pytest.approx(values[False], abs=0.6)
