@@ -53,10 +53,19 @@ def main():
     train = load_images("binarized_mnist", "train")
     valid = load_images("binarized_mnist", "valid")[::10]
     test = load_images("binarized_mnist", "test")[:: args.every]
+    done = {}
+    if (out / "results.jsonl").exists():  # finished runs of the same settings are not redone
+        for line in (out / "results.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            if row["epochs"] == args.epochs and row["iw_samples"] == args.iw_samples and row["test_images"] == len(test):
+                done[row["name"]] = row
     rows = []
     for seed in args.seeds:
         for auxiliary in (False, True):
             name = f"{'aux_vae' if auxiliary else 'vae'}_s{seed}"
+            if name in done:
+                rows.append(done[name])
+                continue
             pyro.set_rng_seed(seed)
             model, guide = build(auxiliary, args.z_dim, args.hidden, args.a_dim)
             trainer = Trainer(

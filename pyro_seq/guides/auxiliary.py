@@ -36,6 +36,14 @@ def _flat_x(x):
     return x.reshape(x.size(0), -1)
 
 
+def _zero_last_layer(net):
+    """Zero the output layer of a :class:`~pyro_seq.nn.MultiInputMLP` (its output starts at 0)."""
+    last = net.rest[1].net[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+
+
 def _normal_parts(fn):
     """``(loc, scale, event_dims)`` of a (possibly ``Independent``) ``Normal``, else an error."""
     event_dims = 0
@@ -74,6 +82,7 @@ class AuxiliaryModel(PyroModule):
         self.latents = dict(latents)
         self.a_dim, self.get_x, self.min_scale = int(a_dim), get_x, min_scale
         self.p_a_net = MultiInputMLP((x_dim,) + tuple(self.latents.values()), hidden_dims, 2 * self.a_dim)  # p(a | x, z)
+        _zero_last_layer(self.p_a_net)  # p(a | x, z) starts equal to q(a | x): the bound starts at the wrapped model's
 
     def forward(self, *args, **kwargs):
         with poutine.trace() as tape:
@@ -122,9 +131,12 @@ class AuxiliaryLatentGuide(PyroModule):
             \operatorname{diag}\big(\sigma(x)\, e^{\delta_\sigma(a, \mu, \sigma)}\big)^2\big),
 
     where :math:`(\mu, \sigma)(x)` are what the wrapped guide proposes and
-    :math:`\delta` is a network (last layer initialised at zero, so training starts from the
-    wrapped guide). Marginally over :math:`a`, :math:`q(z \mid x)` becomes a continuous
-    mixture of Gaussians: a richer posterior, and a tighter bound.
+    :math:`\delta` is a network. The output layers of :math:`\delta`, of :math:`q(a \mid x)` and
+    of the model's :math:`p(a \mid x, z)` start at zero, so at initialisation
+    :math:`q(z \mid a, x)` is the wrapped guide and :math:`p(a \mid x, z) = q(a \mid x)`: the
+    bound starts exactly at the wrapped model's. Marginally over :math:`a`, :math:`q(z \mid x)`
+    becomes a continuous mixture of Gaussians: a richer family, whose bound can only be as tight
+    or tighter at the optimum.
 
     :param guide: the guide to wrap (called with the same arguments as the model).
     :param model: the :class:`AuxiliaryModel` (for ``latents``, ``a_dim``, ``get_x``).
@@ -147,11 +159,8 @@ class AuxiliaryLatentGuide(PyroModule):
         self.modulators = nn.ModuleDict(
             {name: MultiInputMLP((self.a_dim, 2 * size), hidden_dims, 2 * size) for name, size in self.latents.items()}
         )
-        with torch.no_grad():
-            for net in self.modulators.values():
-                last = net.rest[1].net[-1]
-                last.weight.zero_()
-                last.bias.zero_()
+        for net in (self.q_a_net, *self.modulators.values()):
+            _zero_last_layer(net)
 
     def forward(self, *args, **kwargs):
         x = _flat_x(self.get_x(*args, **kwargs))  # [batch, x_dim]
