@@ -24,6 +24,12 @@ few batches. The floor is :mod:`pyro_seq.reference` (``srnn_elbo`` /
 ``zforcing_elbo``) + the same optimiser (ClippedAdam), driven by plain
 ``loss.backward(); opt.step()``.
 Prints a JSON summary; record it in BENCHMARKS.md with the machine and date.
+
+On a GPU: ``--device cuda`` moves both sides and every batch (pinned, non-blocking) to the device
+and synchronises around each timed step; ``--amp bf16`` adds a fourth arm, the Pyro fast form
+trained under ``torch.autocast(dtype=torch.bfloat16)`` on its own copy of the model, and reports
+its mean training loss per frame over the second half of the timed steps beside the float32
+arm's, so the speed comes with the bound it reaches.
 """
 
 import argparse
@@ -38,7 +44,7 @@ from pyro.infer import SVI
 from pyro.optim import ClippedAdam
 from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
 
-from pyro_seq.data import load_semi_supervised, load_sequences, make_batches
+from pyro_seq.data import load_semi_supervised, load_sequences, make_batches, to_device
 from pyro_seq.guides import AuxiliaryGuide, LadderGuide, SRNNGuide, ZForcingGuide
 from pyro_seq.losses import LinearSchedule, SemiSupervisedELBO, WarmupTrace_ELBO, ZForcingTrace_ELBO
 from pyro_seq.models import ADGM, SRNN, LadderVAE, ZForcing
@@ -124,7 +130,12 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--markov-batches", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda[:N]")
+    parser.add_argument("--amp", choices=("off", "bf16"), default="off", help="also time a bfloat16 autocast arm")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available")
 
     build, make_loss, floor, sizes = MODELS[args.model]
     args.dataset = args.dataset or DEFAULTS[args.model][0]
@@ -144,16 +155,31 @@ def main(argv=None):
     lr = {"lr": 1e-3, "clip_norm": 10.0}
 
     pyro.clear_param_store()
-    model, guide = build(args.seed)
+
+    def on_device(pair):
+        return tuple(m.to(device) for m in pair)
+
+    model, guide = on_device(build(args.seed))
     elbo = make_loss(schedule)
     svi = SVI(model, guide, ClippedAdam(dict(lr)), elbo)
-    ref_model, ref_guide = build(args.seed)
+    ref_model, ref_guide = on_device(build(args.seed))
     params = list(ref_model.parameters()) + list(ref_guide.parameters())
     opt = TorchClippedAdam(params, **lr)
+    amp = None
+    if args.amp != "off":
+        amp_model, amp_guide = on_device(build(args.seed))
+        amp_elbo = make_loss(schedule)
+        amp = {"svi": SVI(amp_model, amp_guide, ClippedAdam(dict(lr)), amp_elbo), "elbo": amp_elbo}
+    losses = {"pyro_fast": [], "pyro_fast_bf16": []}
 
     def pyro_step(batch, step):
         elbo.step = step
         return svi.step(*_args(batch))
+
+    def amp_step(batch, step):
+        amp["elbo"].step = step
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            return amp["svi"].step(*_args(batch))
 
     def pure_step(batch, step):
         opt.zero_grad()
@@ -162,15 +188,24 @@ def main(argv=None):
         opt.step()
         return loss.item()
 
-    def timed(fn, *a):
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def timed(fn, *a, record=None):
+        sync()
         t0 = time.perf_counter()
-        fn(*a)
+        value = fn(*a)
+        sync()
+        if record is not None:
+            per = 1 if hasattr(a[0], "args") else max(_frames(a[0]), 1)  # semi-supervised losses are per image already
+            losses[record].append(value / per)
         return time.perf_counter() - t0
 
     times = {"pyro_fast": 0.0, "pyro_fast_novalidate": 0.0, "pure": 0.0}
     frames = 0
     step = 0
-    batches = list(itertools.islice(epoch_batches_of(0), max(1, args.markov_batches)))
+    batches = [to_device(b, device) for b in itertools.islice(epoch_batches_of(0), max(1, args.markov_batches))]
     # warm-up (allocator, first-call costs)
     pyro_step(batches[0], 0)
     pure_step(batches[0], 0)
@@ -179,8 +214,11 @@ def main(argv=None):
         for i, batch in enumerate(epoch_batches):
             if args.max_batches is not None and i >= args.max_batches:
                 break
+            batch = to_device(batch, device)
             pyro.enable_validation(True)
-            times["pyro_fast"] += timed(pyro_step, batch, step)
+            times["pyro_fast"] += timed(pyro_step, batch, step, record="pyro_fast")
+            if amp is not None:
+                times["pyro_fast_bf16"] = times.get("pyro_fast_bf16", 0.0) + timed(amp_step, batch, step, record="pyro_fast_bf16")
             pyro.enable_validation(False)
             times["pyro_fast_novalidate"] += timed(pyro_step, batch, step)
             pyro.enable_validation(True)
@@ -191,7 +229,7 @@ def main(argv=None):
     # the readable pyro.markov form on a few batches, against the floor on the same batches
     markov = {"pyro_markov": 0.0, "pure": 0.0}
     pyro.clear_param_store()
-    m_model, m_guide = build(args.seed, fast=False)
+    m_model, m_guide = on_device(build(args.seed, fast=False))
     m_svi = SVI(m_model, m_guide, ClippedAdam(dict(lr)), make_loss(schedule))
     markov_batches = 0 if args.model in NO_MARKOV_FORM else args.markov_batches
     for batch in batches[:markov_batches]:
@@ -214,10 +252,16 @@ def main(argv=None):
         "ratio_pyro_markov_to_pure": markov["pyro_markov"] / markov["pure"] if markov_batches else None,
         "markov_ms_per_step": {k: 1000 * v / markov_batches for k, v in markov.items()} if markov_batches else None,
         "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__} "
-        f"threads {torch.get_num_threads()}",
+        f"threads {torch.get_num_threads()}"
+        + (f" {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+        "device": str(device),
         "pyro": pyro.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
+    if amp is not None:
+        half = lambda v: v[len(v) // 2 :] or v  # noqa: E731
+        result["ratio_pyro_fast_bf16_to_pure"] = times["pyro_fast_bf16"] / times["pure"]
+        result["train_loss_per_frame_second_half"] = {k: sum(half(v)) / len(half(v)) for k, v in losses.items() if v}
     print(json.dumps(result, indent=2))
     return result
 

@@ -72,19 +72,21 @@ def _per_sequence_log_prob(trace, batch, observed=None):
     return total
 
 
-def trace_log_weights(model, guide, x, mask):
+def trace_log_weights(model, guide, x, mask, *args):
     """
     One guide sample per row and its log importance weight (differentiable).
 
     :param torch.Tensor x: ``[rows, time, x_dim]``
     :param torch.Tensor mask: ``[rows, time]``
+    :param args: further arguments of the model and guide (e.g. a
+        :class:`~pyro_seq.streaming.StreamCarry`).
     :returns: ``(log_w, log_likelihood)``, each ``[rows]``:
         :math:`\\log p(x, z) - \\log q(z \\mid x)` and its observed part
         :math:`\\log p(x \\mid z)`.
     """
     rows = x.shape[0]
-    guide_trace = poutine.trace(guide).get_trace(x, mask)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, mask)
+    guide_trace = poutine.trace(guide).get_trace(x, mask, *args)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, mask, *args)
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
     log_likelihood = _per_sequence_log_prob(model_trace, rows, observed=True)  # [rows]

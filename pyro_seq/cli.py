@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.distributed
 
 from pyro_seq import semi_supervised
 from pyro_seq.semi_supervised import SEMI_SUPERVISED_MODELS, build_semi_supervised
@@ -438,19 +439,41 @@ def _append_jsonl(path: Path, record: Dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    context = None
+    if args.distributed:
+        from pyro_seq.distributed import init_distributed
+
+        context, device = init_distributed(args.device)
+        if not context.is_main:  # rank 0 speaks for the run
+            logging.getLogger("pyro_seq").setLevel(logging.WARNING)
+    else:
+        device = resolve_device(args.device)
+    try:
+        return _train(args, device, context)
+    finally:
+        if context is not None:
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, device, context) -> int:
     import pyro
 
     from pyro_seq.data import make_batches
     from pyro_seq.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, LOG_FILE, Trainer
 
-    device = resolve_device(args.device)
+    main_rank = context is None or context.is_main
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     from pyro_seq.data import load_sequences
 
+    if args.stream_length:
+        _check_streaming(args, context)
     train_data = load_sequences(args.data, "train", data_root=args.data_root, limit=args.max_train_sequences)
     dynamic = bool(getattr(train_data, "dynamic_binarization", False))
+    if args.stream_length and dynamic:
+        raise ValueError("--stream-length: data binarized afresh per batch is not streamed")
     train = _chunk(list(train_data), args.max_length)
     valid = _load_split(args.data, "valid", args.data_root, args.max_eval_sequences)[:: args.eval_every]
     x_dim = int(train[0].shape[-1])
@@ -482,6 +505,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "max_eval_sequences": args.max_eval_sequences,
         "eval_every": args.eval_every,
         "max_length": args.max_length,
+        "stream_length": args.stream_length,
         "batch_size": args.batch_size,
     }
     config["train"] = {
@@ -491,18 +515,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "patience": args.patience,
         "epochs": args.epochs,
+        "world_size": 1 if context is None else context.world_size,
     }
 
     if args.resume:
         from pyro_seq.checkpoint import check_resume_data
 
         check_resume_data(out / LAST_CHECKPOINT, args.model, config["data"], ("name", "max_train_sequences", "max_length", "batch_size"))
+        # stream_length may change on resume: it changes the truncation, not the model
 
     pyro.set_rng_seed(args.seed)
     model, guide, loss = MODELS[args.model](config)
-    (out / "config.json").write_text(json.dumps({"kind": args.model, **config}, indent=2) + "\n")
+    if main_rank:
+        (out / "config.json").write_text(json.dumps({"kind": args.model, **config}, indent=2) + "\n")
 
     def train_batches(epoch: int):
+        if args.stream_length:  # chunks of long pieces with carried state (truncated backprop)
+            from pyro_seq.streaming import stream_batches
+
+            return stream_batches(train, args.batch_size, args.stream_length, seed=args.seed, epoch=epoch)
         batches = make_batches(train, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch)
         if dynamic:  # grey levels: a fresh binarization per batch, deterministic in (seed, epoch)
             from pyro_seq.data import binarize_batches
@@ -533,9 +564,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         max_bad_steps=args.max_bad_steps,
         resume=args.resume,
+        distributed=context,
+        max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
     )
     n_params = sum(p.numel() for m in (model, guide) for p in m.parameters())
     logger.info("%s: %d parameters on %s; output in %s", args.model, n_params, device, out)
+    if context is not None:
+        logger.info(
+            "distributed: %d ranks, %s, %d sequences per step in all (%d per rank)",
+            context.world_size,
+            torch.distributed.get_backend(),
+            context.world_size * args.batch_size,
+            args.batch_size,
+        )
     start = time.perf_counter()
     summary = trainer.fit(args.epochs)
     logger.info(
@@ -548,7 +589,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
 
     best = out / BEST_CHECKPOINT
-    if args.eval_samples <= 0:
+    if args.eval_samples <= 0 or not main_rank:
         return 0
     model, guide, _, state = load_model(best, device=device, kind=args.model)
     test = _load_split(args.data, "test", args.data_root, args.max_eval_sequences)[:: args.eval_every]
@@ -567,6 +608,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Model kinds whose model and guide take a :class:`~pyro_seq.streaming.StreamCarry`.
+STREAMING_MODELS = ("srnn", "zforcing")
+
+
+def _check_streaming(args: argparse.Namespace, context) -> None:
+    """The combinations --stream-length does not serve, refused with the reason."""
+    if args.model not in STREAMING_MODELS:
+        raise ValueError(f"--stream-length: only {' and '.join(STREAMING_MODELS)} carry their state across chunks, not {args.model}")
+    if args.max_length:
+        raise ValueError("--stream-length and --max-length are alternatives: carried chunks or independent pieces")
+    if context is not None:
+        raise ValueError("--stream-length with --distributed is not supported yet (streams are not sharded)")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import pyro
 
@@ -583,7 +638,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     seqs = _load_split(name, args.split, _data_root(args.data_root, config), args.max_sequences)[:: args.every]
     batch_size = args.batch_size or data.get("batch_size", 16)
     start = time.perf_counter()
-    result = _bound_summary(_evaluate(model, guide, seqs, batch_size, args.num_samples, device, args.fivo_particles))
+    if args.stream_length:
+        result = _streaming_evaluate(args, state, model, guide, seqs, batch_size, device)
+    else:
+        result = _bound_summary(_evaluate(model, guide, seqs, batch_size, args.num_samples, device, args.fivo_particles))
     record = {
         "checkpoint": str(args.checkpoint),
         "kind": state["kind"],
@@ -602,6 +660,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_bounds(result, f"{name} {args.split} bound of {args.checkpoint} (epoch {state.get('epoch')}):")
     print(f"  written to {output}")
     return 0
+
+
+def _streaming_evaluate(args, state, model, guide, seqs, batch_size, device) -> Dict[str, Any]:
+    from pyro_seq.streaming import streaming_elbo
+
+    if state["kind"] not in STREAMING_MODELS:
+        raise ValueError(f"--stream-length: only {' and '.join(STREAMING_MODELS)} checkpoints evaluate in chunks, not {state['kind']}")
+    if args.fivo_particles:
+        raise ValueError("--stream-length gives the chunked ELBO only; drop --fivo-particles")
+    result = streaming_elbo(model, guide, seqs, batch_size, args.stream_length, device=device)
+    summary = {
+        "elbo": {
+            "nats_per_frame_total": result["elbo"]["total"],
+            "nats_per_frame_seq_mean": result["elbo"]["seq_mean"],
+            "nats_per_sequence": result["elbo"]["per_sequence"],
+        },
+        "num_samples": 1,
+        "stream_length": args.stream_length,
+        "num_sequences": result["num_sequences"],
+        "num_frames": result["num_frames"],
+    }
+    return summary
 
 
 def _sample_images(args: argparse.Namespace, model, guide, state: Dict[str, Any], device) -> int:
@@ -749,6 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--max-eval-sequences", type=_positive_int, default=None, help="use only the first N valid/test sequences (smoke tests)")
         g.add_argument("--eval-every", type=_positive_int, default=1, help="validate and test on every N-th sequence only (a fixed subset spread over the split; e.g. 10 for MNIST, whose test split is sorted by class)")
         g.add_argument("--max-length", type=_positive_int, default=None, help="cut training sequences into pieces of at most L frames (valid/test stay whole)")
+        g.add_argument("--stream-length", type=_positive_int, default=None, help="srnn, zforcing: train on chunks of L frames with the state carried from chunk to chunk of the same piece (truncated backpropagation; --batch-size streams); valid/test stay whole")
         g.add_argument("--batch-size", type=_positive_int, default=16)
         g = p.add_argument_group("optimisation")
         g.add_argument("--out", required=True, help="output directory (checkpoints, log.jsonl)")
@@ -766,9 +847,11 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--aux-steps", type=int, default=0, help="steps of the linear ramp of w")
         g.add_argument("--backward-weight", type=float, default=0.0, help="weight of the backward RNN's prediction loss (Z-Forcing only; 0: off)")
         g.add_argument("--patience", type=_positive_int, default=None, help="early stopping patience in epochs (default: off)")
+        g.add_argument("--max-minutes", type=float, default=None, help="training-time budget: stop after the epoch that reaches it (counts time before a --resume; the log says where it stopped)")
         g.add_argument("--seed", type=int, default=0)
         g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
         g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+        g.add_argument("--distributed", action="store_true", help="data-parallel over the processes torchrun starts (Gloo on CPU, NCCL on GPUs; gradients summed over ranks, so each step sees WORLD_SIZE x --batch-size sequences); rank 0 logs, validates, checkpoints and tests")
         g.add_argument("--eval-samples", type=int, default=100, help="K for the test IWAE bound at the end (0: skip the test evaluation)")
         g.add_argument("--log-every", type=int, default=0, help="also log every N steps")
         g.add_argument("--max-bad-steps", type=_positive_int, default=10, help="stop after N consecutive non-finite steps")
@@ -791,6 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--max-sequences", type=_positive_int, default=None, help="only the first N sequences")
     p.add_argument("--every", type=_positive_int, default=1, help="only every N-th sequence (after --max-sequences)")
+    p.add_argument("--stream-length", type=_positive_int, default=None, help="srnn, zforcing: the ELBO of whole sequences in chunks of L frames with carried state (memory flat in the length; the smoother sees one chunk)")
     p.add_argument("--output", default=None, help="JSON output (default: next to the checkpoint)")
     p.add_argument("--latent-health", action="store_true", help="also KL and active units per stochastic layer (Ladder VAE), with a PNG next to the JSON")
     p.add_argument("--seed", type=int, default=0)

@@ -13,6 +13,11 @@ random number generator states, epoch and global step are all restored.
 Gradient steps with a non-finite loss or gradient are skipped without touching parameters or
 optimiser state; after ``max_bad_steps`` consecutive skips training stops with
 :class:`NonFiniteLossError`.
+
+With a :class:`~pyro_seq.distributed.DistributedContext` the same loop runs data-parallel over
+``torch.distributed`` ranks (see :mod:`pyro_seq.distributed`): each rank steps on its share of the
+batches, gradients are summed over ranks before every update, and rank 0 logs, validates and
+writes checkpoints.
 """
 
 import json
@@ -33,6 +38,7 @@ from torch.distributions import constraints
 from tqdm.auto import tqdm
 
 from pyro_seq.bounds import evaluate
+from pyro_seq.data.batching import to_device
 from pyro_seq.checkpoint import (
     CheckpointError,
     get_rng_state,
@@ -41,6 +47,7 @@ from pyro_seq.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from pyro_seq.distributed import DistributedContext, rank_seed, shard_batches
 
 __all__ = ["Trainer", "NonFiniteLossError", "default_eval_fn", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "LOG_FILE"]
 
@@ -199,6 +206,12 @@ class Trainer:
     :param bool resume: continue from ``out_dir/last.pt`` if it exists (a fresh run otherwise).
     :param units: how the epoch log line shows the training loss and the validation figure:
         ``(unit of the loss, format of the validation figure)``.
+    :param float max_seconds: stop after the first epoch that brings the run's training time
+        (over all sessions) to this many seconds; ``None``: no budget.
+    :param distributed: a :class:`~pyro_seq.distributed.DistributedContext` to train
+        data-parallel over its ranks (default: one process). Rank 0's parameters are broadcast
+        to every rank at the start; each epoch's batches are sharded with
+        :func:`~pyro_seq.distributed.shard_batches`.
     """
 
     def __init__(
@@ -228,6 +241,8 @@ class Trainer:
         valid_samples: int = 1,
         resume: bool = False,
         units: Tuple[str, str] = ("nats/frame", "{:.4f} nats/frame"),
+        distributed: Optional[DistributedContext] = None,
+        max_seconds: Optional[float] = None,
     ):
         if patience is not None and patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {patience}")
@@ -261,6 +276,12 @@ class Trainer:
         self.max_bad_steps = int(max_bad_steps)
         self.eval_fn = eval_fn if eval_fn is not None else default_eval_fn(valid_samples)
         self.units = tuple(units)
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds}")
+        self.max_seconds = max_seconds
+        self.out_of_time = False
+        self.dist = distributed if distributed is not None else DistributedContext()
+        self._reduce_list: Optional[List[torch.Tensor]] = None
 
         # counters (all restored on resume)
         self.epoch = 0  # completed epochs
@@ -275,21 +296,24 @@ class Trainer:
 
         pyro.clear_param_store()
         if seed is not None:
-            pyro.set_rng_seed(seed)
-        if self.out_dir is not None:
+            pyro.set_rng_seed(rank_seed(seed, self.dist.rank))
+        if self.out_dir is not None and self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.resumed = False
         if resume:
             if self.out_dir is None:
                 raise ValueError("resume=True needs out_dir")
-            for name in (LAST_CHECKPOINT, BEST_CHECKPOINT):  # half-written files of a killed run
-                for tmp in remove_stale_temporaries(self.out_dir / name):
-                    logger.info("removed %s, a checkpoint left half-written by an interrupted run", tmp)
+            if self.dist.is_main:
+                for name in (LAST_CHECKPOINT, BEST_CHECKPOINT):  # half-written files of a killed run
+                    for tmp in remove_stale_temporaries(self.out_dir / name):
+                        logger.info("removed %s, a checkpoint left half-written by an interrupted run", tmp)
+            self.dist.barrier()
             last = self.out_dir / LAST_CHECKPOINT
             if last.exists():
                 self.load(last)
                 self.resumed = True
-                self._trim_log()
+                if self.dist.is_main:
+                    self._trim_log()
                 logger.info(
                     "resumed from %s at epoch %d, step %d (best valid %s)",
                     last,
@@ -299,6 +323,7 @@ class Trainer:
                 )
             else:
                 logger.warning("resume requested but %s does not exist: starting a fresh run", last)
+        self.dist.broadcast_modules([self.model, self.guide])
 
     # ----------------------------------------------------------------------------------------
     # checkpoint state
@@ -380,6 +405,7 @@ class Trainer:
                 getattr(self.optim, attr).clear()
         self.optim.set_state(state["optim"])
         set_rng_state(state["rng"])
+        self._restore_rank_rng(state)
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.best_valid = state.get("best_valid")
@@ -389,6 +415,25 @@ class Trainer:
         self.elapsed = float(state.get("elapsed", 0.0))
         self.history = list(state.get("history", []))
         self._bad_steps = 0
+
+    def _restore_rank_rng(self, state: Dict[str, Any]) -> None:
+        # state["rng"] is rank 0's stream. Another rank takes its own saved stream when the
+        # checkpoint was written by as many ranks as there are now, else restarts from rank_seed.
+        if self.dist.rank == 0:
+            return
+        streams = state.get("rng_per_rank") or []
+        if len(streams) == self.dist.world_size:
+            set_rng_state(streams[self.dist.rank])
+        else:
+            pyro.set_rng_seed(rank_seed(self.seed or 0, self.dist.rank, int(state["global_step"])))
+
+    def _checkpoint_state(self) -> Dict[str, Any]:
+        """:meth:`state_dict` plus every rank's random state (a collective call when distributed)."""
+        state = self.state_dict()
+        if self.dist.active:
+            state["rng_per_rank"] = self.dist.gather_objects(state["rng"])
+            state["world_size"] = self.dist.world_size
+        return state
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """Atomically write :meth:`state_dict` to ``path``."""
@@ -418,7 +463,7 @@ class Trainer:
 
     def _write_log(self, record: Dict[str, Any]) -> None:
         path = self._log_path()
-        if path is None:
+        if path is None or not self.dist.is_main:
             return
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -493,6 +538,8 @@ class Trainer:
             if not _is_invalid_value_error(e):
                 raise
             reason = f"non-finite values: {str(e).splitlines()[0]}"
+        if self.dist.active:
+            loss, frames, reason, params = self._reduce_over_ranks(loss, frames, reason, params)
         if reason is None:
             self.optim(params)
             zero_grads(params)
@@ -505,14 +552,67 @@ class Trainer:
         self._bad_steps += 1
         return {"loss": loss, "frames": frames, "ok": False, "terms": None, "reason": reason}
 
+    def _reduce_params(self) -> List[torch.Tensor]:
+        """Every trainable leaf, in the same order on every rank (the all-reduce layout)."""
+        seen, params = set(), []
+        for module in (self.model, self.guide):
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        store = pyro.get_param_store()
+        for name in sorted(store.keys()):
+            p = store._params[name]
+            if id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+        return params
+
+    def _reduce_over_ranks(self, loss, frames, reason, params):
+        """
+        One all-reduce of the step's gradients, loss, frames and failure flag over the ranks (then
+        a second, tiny one of ``loss.last_terms``): every rank ends with the same gradients and
+        the same verdict, so they skip or apply the step together.
+        """
+        reduce_list = self._reduce_params()
+        if self._reduce_list is not None and len(reduce_list) != len(self._reduce_list):
+            logger.debug("parameter set changed: %d -> %d leaves", len(self._reduce_list), len(reduce_list))
+        self._reduce_list = reduce_list
+        failed = reason is not None or loss is None or not math.isfinite(loss)
+        total_loss, total_frames, n_failed = self.dist.reduce_step(
+            reduce_list, [0.0 if failed else loss, frames, 1.0 if failed else 0.0]
+        )
+        if self.dist.reduction == "mean":
+            total_loss, total_frames = total_loss / self.dist.world_size, total_frames / self.dist.world_size
+        if n_failed > 0:
+            reason = reason or f"a step failed on {int(round(n_failed))} of {self.dist.world_size} ranks"
+            return total_loss, total_frames, reason, params | set(reduce_list)
+        if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in reduce_list):
+            return total_loss, total_frames, "non-finite gradient (after the all-reduce)", params | set(reduce_list)
+        terms = getattr(self.loss, "last_terms", None)
+        if terms:
+            keys = sorted(k for k, v in terms.items() if _to_float(v) is not None)
+            values = self.dist.reduce_step([], [_to_float(terms[k]) for k in keys], scalars_only=True)
+            reduced = dict(terms)
+            for key, value in zip(keys, values):
+                weight = key in _WEIGHT_KEYS or key == "beta"
+                reduced[key] = value / self.dist.world_size if weight or self.dist.reduction == "mean" else value
+            self.loss.last_terms = reduced
+        return total_loss, total_frames, None, params
+
     @torch.no_grad()
     def validate(self, epoch: Optional[int] = None) -> Optional[float]:
         """
         Validation bound: negative ELBO in nats per frame (total nats / total frames) through
         ``eval_fn``, with the modules in eval mode.
 
-        :returns: the bound, or ``None`` without validation batches.
+        :returns: the bound, or ``None`` without validation batches. When distributed, rank 0
+            evaluates and every rank gets its figure.
         """
+        value = self._validate_here(epoch) if self.dist.is_main else None
+        return self.dist.broadcast_float(value)
+
+    def _validate_here(self, epoch: Optional[int]) -> Optional[float]:
         batches = _batches_for(self.valid_batches, self.epoch if epoch is None else epoch)
         if batches is None:
             return None
@@ -520,7 +620,7 @@ class Trainer:
         self.model.eval()
         self.guide.eval()
         try:
-            moved = (b.to(self.device) if hasattr(b, "to") else b for b in batches)
+            moved = (to_device(b, self.device) for b in batches)
             return float(self.eval_fn(self.model, self.guide, moved))
         finally:
             self.model.train(was_training[0])
@@ -530,6 +630,8 @@ class Trainer:
         """Run one epoch of SVI steps; returns the epoch's training statistics."""
         epoch = self.epoch
         batches = _batches_for(self.train_batches, epoch)
+        if self.dist.active:
+            batches = shard_batches(batches, self.dist.rank, self.dist.world_size)
         try:
             total = len(batches)  # type: ignore[arg-type]
         except TypeError:
@@ -541,11 +643,10 @@ class Trainer:
         beta = None
         self.model.train()
         self.guide.train()
-        bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}", disable=not self.progress, leave=False, dynamic_ncols=True)
+        bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}", disable=not (self.progress and self.dist.is_main), leave=False, dynamic_ncols=True)
         for i, batch in enumerate(bar):
-            if hasattr(batch, "to"):
-                batch = batch.to(self.device)
-            args, frames = _unpack(batch)
+            _, frames = _unpack(batch)  # counted on the host: no device sync for it
+            args, _ = _unpack(to_device(batch, self.device))
             result = self.step(*args, frames=frames)
             if not result["ok"]:
                 skipped += 1
@@ -633,6 +734,9 @@ class Trainer:
                 self.bad_epochs += 1
             if self.patience is not None and self.bad_epochs >= self.patience:
                 self.stopped_early = True
+            # every rank decides on rank 0's clock
+            elapsed = self.dist.broadcast_float(self.elapsed) if self.max_seconds is not None else self.elapsed
+            self.out_of_time = self.max_seconds is not None and elapsed >= self.max_seconds
             record = {
                 "event": "epoch",
                 "epoch": self.epoch,
@@ -647,7 +751,7 @@ class Trainer:
             }
             self.history.append(record)
             self._write_log(record)
-            logger.info(
+            (logger.info if self.dist.is_main else logger.debug)(
                 "epoch %d step %d: train %.4f %s%s, valid %s, beta %s, lr %.3g, %.1fs%s",
                 self.epoch,
                 self.global_step,
@@ -663,11 +767,20 @@ class Trainer:
                 " *" if improved else "",
             )
             if self.out_dir is not None:
-                state = self.state_dict()
-                if improved:
-                    save_checkpoint(self.out_dir / BEST_CHECKPOINT, state)
-                save_checkpoint(self.out_dir / LAST_CHECKPOINT, state)
-            if self.stopped_early:
+                state = self._checkpoint_state()  # collective when distributed
+                if self.dist.is_main:
+                    if improved:
+                        save_checkpoint(self.out_dir / BEST_CHECKPOINT, state)
+                    save_checkpoint(self.out_dir / LAST_CHECKPOINT, state)
+                self.dist.barrier()  # no rank reads a checkpoint before it is complete
+            if self.out_of_time and not self.stopped_early:
+                if self.dist.is_main:
+                    logger.info(
+                        "time budget reached after epoch %d: %.1f of %.1f s of training", self.epoch, self.elapsed, self.max_seconds
+                    )
+                    self._write_log({"event": "time_budget", "epoch": self.epoch, "elapsed": self.elapsed, "max_seconds": self.max_seconds})
+                break
+            if self.stopped_early and self.dist.is_main:
                 logger.info(
                     "early stopping after epoch %d: no improvement for %d epochs (best %.4f at epoch %d)",
                     self.epoch,
@@ -681,6 +794,7 @@ class Trainer:
             "best_valid": self.best_valid,
             "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early,
+            "out_of_time": self.out_of_time,
             "history": self.history,
             "best_checkpoint": None if self.out_dir is None else str(self.out_dir / BEST_CHECKPOINT),
             "last_checkpoint": None if self.out_dir is None else str(self.out_dir / LAST_CHECKPOINT),

@@ -141,3 +141,42 @@ def test_semi_supervised_devices_helper_on_cpu(monkeypatch):
 @pytest.mark.cuda
 def test_semi_supervised_cpu_and_cuda_give_the_same_loss(monkeypatch):
     check_semi_supervised_devices_agree("cuda", monkeypatch)
+
+
+def check_streamed_training_on(device, out_dir):
+    """Streamed SRNN training through the trainer on ``device``; the checkpoint loads on the CPU."""
+    from pyro.infer import Trace_ELBO
+
+    from pyro_seq.checkpoint import load_checkpoint
+    from pyro_seq.data import make_batches
+    from pyro_seq.streaming import stream_batches
+    from pyro_seq.trainer import Trainer
+
+    g = torch.Generator().manual_seed(0)
+    seqs = [(torch.rand(t, 5, generator=g) < 0.3).float() for t in (17, 9, 23, 4)]
+
+    def trainer(resume=False, where=device):
+        model = SRNN(x_dim=5, d_dim=4, z_dim=3, hidden_dim=6)
+        guide = SRNNGuide(model)
+        return Trainer(
+            model, guide, Trace_ELBO(), lambda e: stream_batches(seqs, 2, 5, seed=0, epoch=e),
+            lambda e: make_batches(seqs, 2, shuffle=False), device=where, out_dir=out_dir, progress=False,
+            resume=resume, kind="srnn",
+        )  # fmt: skip
+
+    first = trainer()
+    assert first.fit(2)["epochs"] == 2
+    assert all(p.device.type == torch.device(device).type for p in first.model.parameters())
+    state = load_checkpoint(out_dir / "last.pt", map_location="cpu", kind="srnn")
+    assert all(t.device.type == "cpu" for t in state["model"].values())
+    again = trainer(resume=True, where="cpu")  # a GPU run continues on the CPU
+    assert again.epoch == 2 and again.fit(3)["epochs"] == 3
+
+
+def test_streamed_training_on_cpu(tmp_path):
+    check_streamed_training_on("cpu", tmp_path)
+
+
+@pytest.mark.cuda
+def test_streamed_training_on_cuda_resumes_on_cpu(tmp_path):
+    check_streamed_training_on("cuda", tmp_path)

@@ -331,6 +331,19 @@ def test_early_stopping(tmp_path):
     assert again.fit(10)["epochs"] == 5
 
 
+def test_time_budget_stops_after_the_epoch_that_reaches_it(tmp_path):
+    trainer = _trainer("toy", tmp_path, max_seconds=1e-9)
+    summary = trainer.fit(10)
+    assert summary["out_of_time"] and summary["epochs"] == 1
+    lines = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    assert lines[-1]["event"] == "time_budget" and lines[-1]["epoch"] == 1
+    assert load_checkpoint(tmp_path / LAST_CHECKPOINT)["epoch"] == 1  # the epoch was saved first
+    again = _trainer("toy", tmp_path, resume=True, max_seconds=1e6)  # a larger budget continues the run
+    assert again.fit(3)["epochs"] == 3 and not again.out_of_time
+    with pytest.raises(ValueError, match="max_seconds"):
+        _trainer("toy", tmp_path, max_seconds=0)
+
+
 def test_loss_step_is_set_before_each_step():
     seen = []
 

@@ -28,6 +28,7 @@ from .batching import (
     make_batches,
     pad_batch,
     padding_efficiency,
+    to_device,
     validate_sequences,
 )
 from .download import (
@@ -108,6 +109,7 @@ __all__ = [
     "match_to_grey",
     "pad_batch",
     "padding_efficiency",
+    "to_device",
     "resolve_data_root",
     "sha256sum",
     "validate_sequences",

@@ -28,6 +28,7 @@ __all__ = [
     "make_batches",
     "pad_batch",
     "padding_efficiency",
+    "to_device",
     "validate_sequences",
 ]
 
@@ -57,6 +58,10 @@ class SequenceBatch(NamedTuple):
             self.lengths.to(device, non_blocking=non_blocking),
         )
 
+    def pin_memory(self):
+        """The batch in page-locked host memory (for asynchronous copies to a GPU)."""
+        return SequenceBatch(self.x.pin_memory(), self.mask.pin_memory(), self.lengths.pin_memory())
+
     @property
     def batch_size(self):
         return self.x.size(0)
@@ -65,6 +70,23 @@ class SequenceBatch(NamedTuple):
     def num_frames(self):
         """Number of real (unpadded) frames."""
         return int(self.lengths.sum())
+
+
+def to_device(batch, device):
+    """
+    Move a batch (anything with ``.to(device, non_blocking=...)``) to ``device``: on a GPU it is
+    first pinned (``batch.pin_memory()`` where the batch has one) and copied with
+    ``non_blocking=True``, so the copy does not stall the host; elsewhere a plain ``.to``.
+    Objects without ``.to`` are returned as they are.
+    """
+    if not hasattr(batch, "to"):
+        return batch
+    device = torch.device(device)
+    if device.type != "cuda":
+        return batch.to(device)
+    if hasattr(batch, "pin_memory"):
+        batch = batch.pin_memory()
+    return batch.to(device, non_blocking=True)
 
 
 def _to_tensor(seq):

@@ -57,8 +57,11 @@ class LabelledBatch(NamedTuple):
     x: torch.Tensor
     y: torch.Tensor
 
-    def to(self, device):
-        return LabelledBatch(self.x.to(device), self.y.to(device))
+    def to(self, device, non_blocking=False):
+        return LabelledBatch(*(t.to(device, non_blocking=non_blocking) for t in self))
+
+    def pin_memory(self):
+        return LabelledBatch(*(t.pin_memory() for t in self))
 
 
 class SemiSupervisedBatch(NamedTuple):
@@ -80,8 +83,11 @@ class SemiSupervisedBatch(NamedTuple):
     def args(self):
         return (self.x_labelled, self.y_labelled, self.x_unlabelled)
 
-    def to(self, device):
-        return SemiSupervisedBatch(*(t.to(device) for t in self))
+    def to(self, device, non_blocking=False):
+        return SemiSupervisedBatch(*(t.to(device, non_blocking=non_blocking) for t in self))
+
+    def pin_memory(self):
+        return SemiSupervisedBatch(*(t.pin_memory() for t in self))
 
 
 def _check_split(split):

@@ -104,15 +104,16 @@ class SRNNGuide(PyroModule):
         a_rev, _ = self.a_rnn(reverse_padded(xd, lengths))  # [batch, time, a_dim]
         return reverse_padded(a_rev, lengths)  # [batch, time, a_dim]
 
-    def transition_fns(self, x, lengths, out=None):
+    def transition_fns(self, x, lengths, out=None, carry=None):
         """
         The posterior transition, as ``(step_fn, path_fn)`` for
         :class:`~pyro_seq.distributions.MarkovGaussianChain`.
 
         :param dict out: if given, receives ``d`` and ``a`` (each ``[batch, time, .]``).
+        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` or ``None``.
         """
         model = self.model
-        d = model.share_deterministic(x)  # [batch, time, d_dim]
+        d = model.share_deterministic(x, carry)  # [batch, time, d_dim]
         a = self.summaries(x, d, lengths)  # [batch, time, a_dim]
         if out is not None:
             out["d"], out["a"] = d, a
@@ -136,7 +137,7 @@ class SRNNGuide(PyroModule):
 
         return step_fn, path_fn
 
-    def posterior_chain(self, x, mask, lengths, out=None):
+    def posterior_chain(self, x, mask, lengths, out=None, carry=None):
         """
         The posterior :math:`q(z_{1:T} \\mid x_{1:T})` as one distribution
         (the twin of :meth:`~pyro_seq.models.SRNN.prior_chain`).
@@ -145,31 +146,42 @@ class SRNNGuide(PyroModule):
         :param torch.Tensor mask: ``[batch, time]`` bool.
         :param torch.Tensor lengths: ``[batch]``.
         :param dict out: if given, receives ``d`` and ``a`` (see :meth:`transition_fns`).
+        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` or ``None``.
         """
         model = self.model
-        step_fn, path_fn = self.transition_fns(x, lengths, out)
-        z_init = model.z_0.expand(x.shape[0], model.z_dim)  # [batch, z_dim]
+        step_fn, path_fn = self.transition_fns(x, lengths, out, carry)
+        z_init = model.initial_z(x.shape[0], carry)  # [batch, z_dim]
         return MarkovGaussianChain(z_init, step_fn, path_fn, x.shape[1], mask)
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, carry=None):
         """
         :param torch.Tensor x: ``[batch, time, x_dim]``
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask.
+        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` when ``x`` is a
+            chunk of longer sequences; the guide records in it the state at each
+            row's last frame (``d``, the frame, the sampled ``z``) for the next chunk.
+            Within a chunk the smoother's backward GRU sees only the chunk.
         :returns: the sampled latent path ``z [batch, time, z_dim]``.
         """
         model = self.model
         x, mask, lengths = model.check(x, mask)
         batch, time, _ = x.shape
+        model.check_carry(carry, batch)
         summaries = {}
         with pyro.plate("sequences", batch, dim=-1):
+            chain = self.posterior_chain(x, mask, lengths, summaries, carry)
             if model.fast:
-                chain = self.posterior_chain(x, mask, lengths, summaries)
                 z = pyro.sample("z", chain)  # [batch, time, z_dim]
-                self._record_auxiliary(mask, summaries, z)
-                return z
-            z = self.posterior_chain(x, mask, lengths, summaries).sample_steps("z")  # [batch, time, z_dim]
+            else:
+                z = chain.sample_steps("z")  # [batch, time, z_dim]
             self._record_auxiliary(mask, summaries, z)
-            return z
+        if carry is not None:
+            rows = torch.arange(batch, device=x.device)
+            last = (lengths - 1).to(x.device)  # [batch]
+            carry.put("z", z[rows, last])  # [batch, z_dim]
+            carry.put("h", summaries["d"][rows, last])  # [batch, d_dim]: the GRU state after x_{T-1}
+            carry.put("x", x[rows, last])  # [batch, x_dim]: the next chunk's x_0
+        return z
 
     def _record_auxiliary(self, mask, summaries, z):
         if self.auxiliary is None:

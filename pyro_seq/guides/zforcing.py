@@ -62,6 +62,15 @@ class ZForcingGuide(PyroModule):
     :class:`~pyro_seq.losses.ZForcingTraceMeanField_ELBO` add them to the
     training objective.
 
+    Given a :class:`~pyro_seq.streaming.StreamCarry` (streamed chunks of long
+    sequences, :mod:`pyro_seq.streaming`), the forward recurrence starts from
+    the carried last frame and LSTM state :math:`(h_0, c_0)` (also the
+    :math:`h_0` of the ``"hz"`` auxiliary input), and the guide records in the
+    carry each row's last frame and LSTM state at its last valid frame
+    (``"x"``, ``"h"``, ``"c"``) for the next chunk. The backward LSTM
+    :math:`b_t` sees only the chunk (it restarts at every chunk end), so
+    :math:`q` does not see the future beyond the chunk; the bound stays valid.
+
     :param model: the :class:`~pyro_seq.models.ZForcing` this guide serves.
     :param int b_dim: backward LSTM size (default ``model.h_dim``).
     :param int hidden_dim: posterior and auxiliary MLP width (default the model's).
@@ -105,16 +114,19 @@ class ZForcingGuide(PyroModule):
         b_rev, _ = self.b_rnn(reverse_padded(x, lengths))  # [batch, time, b_dim]
         return reverse_padded(b_rev, lengths)
 
-    def posterior_chain(self, x, mask, lengths, memo=None):
+    def posterior_chain(self, x, mask, lengths, memo=None, carry=None):
         r"""
         The posterior :math:`q(z_{1:T} \mid x_{1:T})` as one distribution, and :math:`b_{1:T}`.
 
+        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` (the forward
+            recurrence starts from its ``"x"``, ``"h"``, ``"c"``) or ``None``.
         :returns: ``(chain, e_x, b)``.
         """
         model = self.model
         b = self.backward_states(x, lengths)  # [batch, time, b_dim]
         context = self.posterior.project_context(b)  # [batch, time, hidden]
-        e_x = model.frame_inputs(x)  # [batch, time, emb]
+        e_x = model.frame_inputs(x, carry)  # [batch, time, emb]
+        state = None if carry is None else model.initial_state(x.shape[0], x, carry)  # (h_0, c_0) or None
         posterior = self.posterior
         chain = model.chain(
             e_x,
@@ -122,6 +134,7 @@ class ZForcingGuide(PyroModule):
             lambda h_prev: posterior(h_prev, context),
             mask,
             memo,
+            state,
         )
         return chain, e_x, b
 
@@ -175,29 +188,43 @@ class ZForcingGuide(PyroModule):
             value = q.rsample()  # [batch, z_dim]
         return value, q.log_prob(value).sum(-1), gstate
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, carry=None):
         """
         :param torch.Tensor x: ``[batch, time, x_dim]``
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask.
+        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` when ``x`` is a
+            chunk of longer sequences; the guide records in it each row's last
+            frame and LSTM state at its last valid frame (``"x"``, ``"h"``, ``"c"``)
+            for the next chunk. The backward LSTM sees only the chunk.
         :returns: the sampled latent path ``z [batch, time, z_dim]``.
         """
         model = self.model
         x, mask, lengths = model.check(x, mask)
         batch, time, _ = x.shape
+        model.check_carry(carry, batch)
+        state = None if carry is None else model.initial_state(batch, x, carry)  # (h_0, c_0) or None
         with pyro.plate("sequences", batch, dim=-1):
             memo = {}
-            chain, e_x, b = self.posterior_chain(x, mask, lengths, memo)
+            chain, e_x, b = self.posterior_chain(x, mask, lengths, memo, carry)
             if model.fast:
                 z = pyro.sample("z", chain)  # [batch, time, z_dim]
                 if memo.get("z") is not z:  # replayed: recompute the forward path
-                    memo["z"], memo["h"] = z, model.hidden_path(e_x, z)
+                    memo["z"], memo["h"] = z, model.hidden_path(e_x, z, state)
                 h = memo["h"]  # [batch, time, h_dim]
                 model.share_path(x, e_x, z, h)
             else:
                 z = chain.sample_steps("z")  # [batch, time, z_dim]
-                h = model.hidden_path(e_x, z)  # [batch, time, h_dim]
+                h = model.hidden_path(e_x, z, state)  # [batch, time, h_dim]
             if self.auxiliary is not None or self.backward_prediction:
-                h_prev = torch.cat([h.new_zeros(batch, 1, model.h_dim), h[:, :-1]], dim=1)  # [batch, time, h]
+                h_0 = h.new_zeros(batch, 1, model.h_dim) if state is None else state[0].unsqueeze(1)  # [batch, 1, h]
+                h_prev = torch.cat([h_0, h[:, :-1]], dim=1)  # [batch, time, h]
                 for name, value in self.auxiliary_terms(x, mask, b, z, h_prev).items():
                     record(name, value)
-            return z
+        if carry is not None:
+            rows = torch.arange(batch, device=x.device)
+            last = (lengths - 1).to(x.device)  # [batch]
+            h_end, c_end = model.end_state(e_x, z, lengths, state)  # each [batch, h_dim], at each row's last frame
+            carry.put("x", x[rows, last])  # [batch, x_dim]: the next chunk's x_0
+            carry.put("h", h_end)  # [batch, h_dim]
+            carry.put("c", c_end)  # [batch, h_dim]
+        return z

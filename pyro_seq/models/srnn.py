@@ -32,6 +32,11 @@ class SRNN(PyroModule):
     rolls) or a diagonal Gaussian emission with a variance floor (real frames).
     Padded steps (``mask`` False) are masked out of every term.
 
+    Long sequences can be trained in chunks with carried state
+    (:mod:`pyro_seq.streaming`): given a ``carry``, the chunk starts from the
+    previous chunk's :math:`d`, last frame and last :math:`z` instead of
+    :math:`d_0 = 0, x_0 = 0, z_0 = 0`.
+
     Since :math:`d_{1:T}` depends on :math:`x` only, it is computed once per
     sequence for all steps, and shared with :class:`~pyro_seq.guides.SRNNGuide`
     within one ELBO evaluation (the guide computes it, the model reuses it).
@@ -115,7 +120,7 @@ class SRNN(PyroModule):
             like=module_tensor(self),
         )
 
-    def deterministic(self, x):
+    def deterministic(self, x, carry=None):
         r"""
         The deterministic layer :math:`d_{1:T}` over :math:`x_{<t}`.
 
@@ -123,21 +128,44 @@ class SRNN(PyroModule):
         same ELBO evaluation (same parameters, same grad mode), else computes it.
 
         :param torch.Tensor x: ``[batch, time, x_dim]``
+        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` (``"x"``, ``"h"``:
+            the previous chunk's last frame and GRU state), or ``None``.
         :returns: ``d [batch, time, d_dim]``
         """
         d_rnn = self.d_rnn  # registers its parameters with Pyro when running as a model
         d = self._d_cache.take(x, [d_rnn])
         if d is not None:
             return d
-        u = self.input_dropout(shift_right(x, self.x_0))  # [batch, time, x_dim]: x_{t-1}
-        d, _ = d_rnn(u)  # [batch, time, d_dim]
+        if carry is None:
+            u = self.input_dropout(shift_right(x, self.x_0))  # [batch, time, x_dim]: x_{t-1}
+            d, _ = d_rnn(u)  # [batch, time, d_dim]
+            return d
+        first = carry.get("x", self.x_0)  # [batch, x_dim]
+        h_0 = carry.get("h", self.x_0.new_zeros(self.d_dim))  # [batch, d_dim]
+        u = self.input_dropout(shift_right(x, first))  # [batch, time, x_dim]
+        d, _ = d_rnn(u, h_0.unsqueeze(0).contiguous())  # [batch, time, d_dim]
         return d
 
-    def share_deterministic(self, x):
+    def share_deterministic(self, x, carry=None):
         """Compute :math:`d_{1:T}` and keep it for the next model call on ``x``."""
-        d = self.deterministic(x)
+        d = self.deterministic(x, carry)
         self._d_cache.put(x, d, [self.d_rnn])
         return d
+
+    def initial_z(self, batch, carry=None):
+        """:math:`z_0`: zeros, or the previous chunk's last sample from ``carry``; ``[batch, z_dim]``."""
+        if carry is None:
+            return self.z_0.expand(batch, self.z_dim)
+        return carry.get("z", self.z_0)
+
+    def check_carry(self, carry, batch):
+        """Refuse a carry that is not a :class:`~pyro_seq.streaming.StreamCarry` for ``batch`` rows
+        (:func:`~pyro_seq.streaming.check_carry`)."""
+        if carry is None:
+            return
+        from pyro_seq.streaming import check_carry  # not at import time: it loads pyro_seq.data
+
+        check_carry(carry, batch)
 
     def emission(self, z, d):
         """
@@ -150,12 +178,12 @@ class SRNN(PyroModule):
         out = self.emitter(torch.cat([z, d], dim=-1))  # [..., out_dim]
         return frame_distribution(out, self.likelihood, self.min_scale)
 
-    def prior_chain(self, d, mask=None):
+    def prior_chain(self, d, mask=None, z_init=None):
         """The latent path prior :math:`p(z_{1:T} \\mid d_{1:T})` as one distribution."""
         prior = self.prior
         context = prior.project_context(d)  # [batch, time, hidden]
         return MarkovGaussianChain(
-            self.z_0.expand(d.shape[0], self.z_dim),
+            self.z_0.expand(d.shape[0], self.z_dim) if z_init is None else z_init,
             step_fn=lambda z_prev, t: prior.step(z_prev, context[:, t]),
             path_fn=lambda z_prev: prior(z_prev, context),
             num_steps=d.shape[1],
@@ -163,18 +191,22 @@ class SRNN(PyroModule):
         )
 
     # -------------------------------------------------------------------- model
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, carry=None):
         """
         :param torch.Tensor x: ``[batch, time, x_dim]`` observed frames (zero-padded).
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask (default: all True).
+        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` when ``x`` is a
+            chunk of longer sequences (its rows continue from the previous chunk).
         :returns: the latent path ``z [batch, time, z_dim]``.
         """
         x, mask, _ = self.check(x, mask)
         batch, time, _ = x.shape
-        d = self.deterministic(x)  # [batch, time, d_dim]
+        self.check_carry(carry, batch)
+        d = self.deterministic(x, carry)  # [batch, time, d_dim]
+        z_init = self.initial_z(batch, carry)  # [batch, z_dim]
         with pyro.plate("sequences", batch, dim=-1):
             if self.fast:
-                z = pyro.sample("z", self.prior_chain(d, mask))  # [batch, time, z_dim]
+                z = pyro.sample("z", self.prior_chain(d, mask, z_init))  # [batch, time, z_dim]
                 pyro.sample(
                     "x",
                     self.emission(z, d).mask(mask.unsqueeze(-1)).to_event(2),
@@ -183,7 +215,7 @@ class SRNN(PyroModule):
                 return z
             prior = self.prior
             context = prior.project_context(d)  # [batch, time, hidden]
-            z_prev = self.z_0.expand(batch, self.z_dim)  # [batch, z_dim]
+            z_prev = z_init  # [batch, z_dim]
             zs = []
             for t in pyro.markov(range(time)):
                 loc, scale = prior.step(z_prev, context[:, t])  # [batch, z_dim]

@@ -5,6 +5,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn as nn
 from pyro.nn import PyroModule, pyro_method
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from pyro_seq.distributions import RecurrentGaussianChain, frame_distribution
 from pyro_seq.models.srnn import LIKELIHOODS
@@ -45,6 +46,11 @@ class ZForcing(PyroModule):
 
     The forward recurrence is used by :class:`~pyro_seq.guides.ZForcingGuide`
     too (:meth:`input_gates`, :meth:`advance`), never duplicated.
+
+    Long sequences can be trained in chunks with carried state
+    (:mod:`pyro_seq.streaming`): given a ``carry``, the chunk starts from the
+    previous chunk's last frame and LSTM state (carried ``"x"``, ``"h"``,
+    ``"c"``) instead of :math:`x_0 = 0,\; (h_0, c_0) = 0`.
 
     :param int x_dim: frame size.
     :param int emb_dim: size of the frame embedding :math:`E x` and the latent
@@ -117,14 +123,26 @@ class ZForcing(PyroModule):
             like=module_tensor(self),
         )
 
-    def frame_inputs(self, x):
+    def check_carry(self, carry, batch):
+        """Refuse a carry that is not a :class:`~pyro_seq.streaming.StreamCarry` for ``batch`` rows
+        (:func:`~pyro_seq.streaming.check_carry`)."""
+        if carry is None:
+            return
+        from pyro_seq.streaming import check_carry  # not at import time: it loads pyro_seq.data
+
+        check_carry(carry, batch)
+
+    def frame_inputs(self, x, carry=None):
         """
         The frame half of the LSTM input, :math:`E x_{t-1}`, for all steps.
 
         :param torch.Tensor x: ``[batch, time, x_dim]``
+        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` whose ``"x"`` (the
+            previous chunk's last frame) replaces :math:`x_0 = 0`, or ``None``.
         :returns: ``[batch, time, emb_dim]``
         """
-        return self.embed_dropout(self.x_embed(shift_right(x, self.x_0)))  # [batch, time, emb]
+        first = self.x_0 if carry is None else carry.get("x", self.x_0)  # [x_dim] or [batch, x_dim]
+        return self.embed_dropout(self.x_embed(shift_right(x, first)))  # [batch, time, emb]
 
     def input_gates(self, e_x):
         """
@@ -138,10 +156,15 @@ class ZForcing(PyroModule):
         w_x = rnn.weight_ih_l0[:, : self.emb_dim]  # [4h, emb]
         return e_x @ w_x.t() + rnn.bias_ih_l0 + rnn.bias_hh_l0  # [batch, time, 4h]
 
-    def initial_state(self, batch, like):
-        """``(h_0, c_0)``, each ``[batch, h_dim]`` of zeros."""
-        h0 = like.new_zeros(batch, self.h_dim)
-        return h0, h0
+    def initial_state(self, batch, like, carry=None):
+        """
+        ``(h_0, c_0)``, each ``[batch, h_dim]``: zeros, or the previous chunk's
+        LSTM state (``"h"``, ``"c"``) from ``carry`` on rows that continue a sequence.
+        """
+        h0 = like.new_zeros(batch, self.h_dim)  # [batch, h_dim]
+        if carry is None:
+            return h0, h0
+        return carry.get("h", h0), carry.get("c", h0)  # each [batch, h_dim]
 
     def advance(self, gates_x_t, z_t, state):
         r"""
@@ -170,23 +193,46 @@ class ZForcing(PyroModule):
         """
         self._shared.put(x, (z, e_x, h), self._recurrence)
 
-    def hidden_path(self, e_x, z):
+    def hidden_path(self, e_x, z, state=None):
         """
         :math:`h_{1:T}` along a known latent path, in one fused LSTM pass.
 
         :param torch.Tensor e_x: ``[batch, time, emb_dim]``
         :param torch.Tensor z: ``[batch, time, z_dim]``
+        :param tuple state: ``(h_0, c_0)``, each ``[batch, h_dim]`` (default zeros).
         :returns: ``[batch, time, h_dim]``
         """
-        h, _ = self.rnn(torch.cat([e_x, self.z_embed(z)], dim=-1))  # [batch, time, h_dim]
+        inputs = torch.cat([e_x, self.z_embed(z)], dim=-1)  # [batch, time, 2 * emb]
+        if state is None:
+            h, _ = self.rnn(inputs)  # [batch, time, h_dim]
+            return h
+        h, _ = self.rnn(inputs, tuple(s.unsqueeze(0).contiguous() for s in state))  # [batch, time, h_dim]
         return h
+
+    @torch.no_grad()
+    def end_state(self, e_x, z, lengths, state=None):
+        """
+        The LSTM state :math:`(h_T, c_T)` at each row's own last frame (not the padded
+        end of the batch), without gradient: what a streamed chunk hands to the next one.
+
+        :param torch.Tensor e_x: ``[batch, time, emb_dim]``
+        :param torch.Tensor z: ``[batch, time, z_dim]``
+        :param torch.Tensor lengths: ``[batch]`` valid frames per row (each >= 1).
+        :param tuple state: ``(h_0, c_0)``, each ``[batch, h_dim]`` (default zeros).
+        :returns: ``(h_T, c_T)``, each ``[batch, h_dim]``.
+        """
+        inputs = torch.cat([e_x, self.z_embed(z)], dim=-1)  # [batch, time, 2 * emb]
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        hx = None if state is None else tuple(s.unsqueeze(0).contiguous() for s in state)
+        _, (h_n, c_n) = self.rnn(packed, hx)  # each [1, batch, h_dim], in the rows' order
+        return h_n[0], c_n[0]
 
     def emission(self, h):
         """The distribution of :math:`x_t` given :math:`h_t [..., h_dim]`, batch shape ``[..., x_dim]``."""
         out = self.emitter(h)  # [..., out_dim]
         return frame_distribution(out, self.likelihood, self.min_scale)
 
-    def chain(self, e_x, step_params, path_params, mask=None, memo=None):
+    def chain(self, e_x, step_params, path_params, mask=None, memo=None, state=None):
         r"""
         A :class:`~pyro_seq.distributions.RecurrentGaussianChain` over :math:`z_{1:T}`
         whose step ``t`` parameters are ``step_params(h_{t-1}, t)`` (sampling: the
@@ -197,62 +243,70 @@ class ZForcing(PyroModule):
         :param dict memo: if given, the hidden path computed while sampling or
             scoring is stored there as ``memo["z"], memo["h"]`` (``h_{1:T}``), and
             reused when the same ``z`` tensor is scored again.
+        :param tuple state: ``(h_0, c_0)``, each ``[batch, h_dim]`` (default zeros;
+            a streamed chunk's carried state, see :meth:`initial_state`).
         """
         batch, time = e_x.shape[:2]
         gates_x = self.input_gates(e_x)  # [batch, time, 4h]
         memo = {} if memo is None else memo
-        carry = {}
+        loop = {}
 
         def step_fn(z_prev, t):
             if t == 0:
-                carry["state"] = self.initial_state(batch, e_x)
-                carry["hs"] = []
+                loop["state"] = self.initial_state(batch, e_x) if state is None else state
+                loop["hs"] = []
             else:
-                carry["state"] = self.advance(gates_x[:, t - 1], z_prev, carry["state"])
-                carry["hs"].append(carry["state"][0])
-            return step_params(carry["state"][0], t)
+                loop["state"] = self.advance(gates_x[:, t - 1], z_prev, loop["state"])
+                loop["hs"].append(loop["state"][0])
+            return step_params(loop["state"][0], t)
 
         def path_fn(z):
-            h = memo["h"] if memo.get("z") is z else self.hidden_path(e_x, z)  # [batch, time, h]
+            h = memo["h"] if memo.get("z") is z else self.hidden_path(e_x, z, state)  # [batch, time, h]
             memo["z"], memo["h"] = z, h
-            h_prev = shift_right(h, h.new_zeros(self.h_dim))  # [batch, time, h]: h_{t-1}
+            h_0 = h.new_zeros(self.h_dim) if state is None else state[0]  # [h] or [batch, h]
+            h_prev = shift_right(h, h_0)  # [batch, time, h]: h_{t-1}
             return path_params(h_prev)
 
         def on_sample(z):
             # complete h_{1:T} with the last step and keep it (the emission needs it)
-            h_last, _ = self.advance(gates_x[:, -1], z[:, -1], carry["state"])
-            memo["z"], memo["h"] = z, torch.stack(carry["hs"] + [h_last], dim=1)  # [batch, time, h]
+            h_last, _ = self.advance(gates_x[:, -1], z[:, -1], loop["state"])
+            memo["z"], memo["h"] = z, torch.stack(loop["hs"] + [h_last], dim=1)  # [batch, time, h]
 
         z_init = self.z_0.expand(batch, self.z_dim)  # [batch, z_dim]
         return RecurrentGaussianChain(z_init, step_fn, path_fn, time, mask, on_sample=on_sample)
 
-    def prior_chain(self, e_x, mask=None, memo=None):
+    def prior_chain(self, e_x, mask=None, memo=None, state=None):
         r"""The prior :math:`p(z_{1:T} \mid x)` as one distribution (see :meth:`chain`)."""
         prior = self.prior
-        return self.chain(e_x, lambda h_prev, t: prior(h_prev), lambda h_prev: prior(h_prev), mask, memo)
+        return self.chain(e_x, lambda h_prev, t: prior(h_prev), lambda h_prev: prior(h_prev), mask, memo, state)
 
     # -------------------------------------------------------------------- model
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, carry=None):
         """
         :param torch.Tensor x: ``[batch, time, x_dim]`` observed frames (zero-padded).
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask (default: all True).
+        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` when ``x`` is a
+            chunk of longer sequences (its rows continue from the previous chunk's
+            last frame and LSTM state).
         :returns: the latent path ``z [batch, time, z_dim]``.
         """
         x, mask, _ = self.check(x, mask)
         batch, time, _ = x.shape
+        self.check_carry(carry, batch)
         shared = self._shared.take(x, self._recurrence)  # (z, e_x, h) from the guide, or None
-        e_x = self.frame_inputs(x) if shared is None else shared[1]  # [batch, time, emb]
+        e_x = self.frame_inputs(x, carry) if shared is None else shared[1]  # [batch, time, emb]
+        state = None if carry is None else self.initial_state(batch, x, carry)  # (h_0, c_0) or None
         with pyro.plate("sequences", batch, dim=-1):
             if self.fast:
                 memo = {} if shared is None else {"z": shared[0], "h": shared[2]}
-                z = pyro.sample("z", self.prior_chain(e_x, mask, memo))  # [batch, time, z_dim]
+                z = pyro.sample("z", self.prior_chain(e_x, mask, memo, state))  # [batch, time, z_dim]
                 if memo.get("z") is not z:  # scored or replayed: one fused pass
-                    memo["z"], memo["h"] = z, self.hidden_path(e_x, z)
+                    memo["z"], memo["h"] = z, self.hidden_path(e_x, z, state)
                 h = memo["h"]  # [batch, time, h_dim]
                 pyro.sample("x", self.emission(h).mask(mask.unsqueeze(-1)).to_event(2), obs=x)
                 return z
             gates_x = self.input_gates(e_x)  # [batch, time, 4h]
-            state = self.initial_state(batch, x)
+            state = self.initial_state(batch, x) if state is None else state
             zs = []
             for t in pyro.markov(range(time)):
                 loc, scale = self.prior(state[0])  # [batch, z_dim]
