@@ -38,7 +38,7 @@ What each rank does:
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Iterable, Iterator, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -70,26 +70,36 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
     return (int(seed) + 1_000_003 * int(rank) + 7_919 * int(step)) % (2**31 - 1)
 
 
-def shard_batches(batches: Iterable, rank: int, world_size: int) -> List:
+def shard_batches(batches: Iterable, rank: int, world_size: int) -> Iterator:
     """
     Rank ``rank``'s share of an epoch's batches: every ``world_size``-th batch starting at
-    ``rank``, the list padded by wrapping round to a multiple of ``world_size`` so that all ranks
-    take the same number of steps.
+    ``rank``, padded by wrapping round to a multiple of ``world_size`` so that all ranks take the
+    same number of steps. Lazy: the source is read once, in order, and only the first
+    ``world_size`` batches are kept (for the padding).
 
-    :param batches: the epoch's batches (any iterable; it is materialised).
+    :param batches: the epoch's batches (any iterable).
     :param int rank: this process's rank, ``0 <= rank < world_size``.
     :param int world_size: number of processes.
-    :rtype: list
-    :raises ValueError: for an empty epoch.
+    :raises ValueError: for a bad rank, or an epoch with no batches.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-    batches = list(batches)
-    if not batches:
+    return _shard(iter(batches), rank, world_size)
+
+
+def _shard(batches: Iterator, rank: int, world_size: int) -> Iterator:
+    first: List = []
+    n = 0
+    for n, batch in enumerate(batches, start=1):
+        if len(first) < world_size:
+            first.append(batch)
+        if (n - 1) % world_size == rank:
+            yield batch
+    if n == 0:
         raise ValueError("shard_batches: the epoch has no batches")
-    n = -(-len(batches) // world_size) * world_size  # round up to a multiple of world_size
-    padded = [batches[i % len(batches)] for i in range(n)]
-    return padded[rank::world_size]
+    for i in range(n, -(-n // world_size) * world_size):  # the padding, from the start of the epoch
+        if i % world_size == rank:
+            yield first[(i - n) % len(first)]
 
 
 @dataclass

@@ -50,13 +50,14 @@ def srnn_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False):
     post, prior = guide.posterior, model.prior
     post_ctx = post.project_context(a)  # [batch, time, hidden]
     prior_ctx = prior.project_context(d)  # [batch, time, hidden]
+    post_t, prior_t = post_ctx.unbind(1), prior_ctx.unbind(1)  # time x [batch, hidden]: no per-step indexing (O(T) backward)
     # sequential sampling of z from q
     z_prev = model.z_0.expand(batch, model.z_dim)  # [batch, z_dim]
     zs, locs_q, scales_q = [], [], []
     for t in range(time):
-        loc, scale = post.step(z_prev, post_ctx[:, t])  # [batch, z_dim]
+        loc, scale = post.step(z_prev, post_t[t])  # [batch, z_dim]
         if guide.res_q:
-            loc = loc + prior.step(z_prev, prior_ctx[:, t])[0]
+            loc = loc + prior.step(z_prev, prior_t[t])[0]
         eps = _standard_normal(loc.shape, dtype=loc.dtype, device=loc.device)
         z_prev = loc + scale * eps
         zs.append(z_prev)
@@ -98,19 +99,19 @@ def zforcing_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False):
     lengths = mask.sum(-1)  # [batch]
     b_rev, _ = guide.b_rnn(reverse_padded(x, lengths))
     b = reverse_padded(b_rev, lengths)  # [batch, time, b_dim]
-    post_ctx = guide.posterior.project_context(b)  # [batch, time, hidden]
+    post_ctx = guide.posterior.project_context(b).unbind(1)  # time x [batch, hidden]
     e_x = model.embed_dropout(model.x_embed(shift_right(x, model.x_0)))  # [batch, time, emb]
     rnn, emb = model.rnn, model.emb_dim
-    gates_x = e_x @ rnn.weight_ih_l0[:, :emb].t() + rnn.bias_ih_l0 + rnn.bias_hh_l0  # [batch, time, 4h]
+    gates_x = (e_x @ rnn.weight_ih_l0[:, :emb].t() + rnn.bias_ih_l0 + rnn.bias_hh_l0).unbind(1)  # time x [batch, 4h]
     w_z, w_hh = rnn.weight_ih_l0[:, emb:], rnn.weight_hh_l0
     h = c = x.new_zeros(batch, model.h_dim)
     zs, hs, locs_q, scales_q = [], [], [], []
     for t in range(time):
         hs.append(h)  # h_{t-1}
-        loc, scale = guide.posterior.step(h, post_ctx[:, t])  # [batch, z_dim]
+        loc, scale = guide.posterior.step(h, post_ctx[t])  # [batch, z_dim]
         eps = _standard_normal(loc.shape, dtype=loc.dtype, device=loc.device)
         z_t = loc + scale * eps
-        gates = gates_x[:, t] + model.z_embed(z_t) @ w_z.t() + h @ w_hh.t()  # [batch, 4h]
+        gates = gates_x[t] + model.z_embed(z_t) @ w_z.t() + h @ w_hh.t()  # [batch, 4h]
         i, f, g, o = gates.chunk(4, -1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)

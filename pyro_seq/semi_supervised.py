@@ -138,6 +138,8 @@ def add_arguments(parser, positive_int, int_list) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and binarization")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    g.add_argument("--distributed", action="store_true", help="data-parallel over the processes torchrun starts (gradients averaged over ranks: each step sees WORLD_SIZE x the labelled and unlabelled batches); rank 0 logs, validates, checkpoints and tests")
+    g.add_argument("--max-minutes", type=float, default=None, help="training-time budget: stop after the epoch that reaches it")
     g.add_argument("--log-every", type=int, default=0, help="also log every N steps")
     g.add_argument("--max-bad-steps", type=positive_int, default=10, help="stop after N consecutive non-finite steps")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -145,6 +147,24 @@ def add_arguments(parser, positive_int, int_list) -> None:
 
 def cmd_train(args, resolve_device, load_model) -> int:
     """``pyro-seq train m2|adgm|sdgm``: train, then the test error of the last and best checkpoints."""
+    if not args.distributed:
+        return _train(args, resolve_device(args.device), None, load_model)
+    import torch.distributed
+
+    from pyro_seq.distributed import init_distributed
+
+    # the loss is a mean over the batch's images: the union's gradient is the mean of the ranks'
+    context, device = init_distributed(args.device, reduction="mean")
+    if not context.is_main:
+        logging.getLogger("pyro_seq").setLevel(logging.WARNING)
+    try:
+        return _train(args, device, context, load_model)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(args, device, context, load_model) -> int:
     import pyro
 
     from pyro_seq.checkpoint import check_resume_data
@@ -152,7 +172,7 @@ def cmd_train(args, resolve_device, load_model) -> int:
     from pyro_seq.losses import default_alpha
     from pyro_seq.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, LOG_FILE, Trainer
 
-    device = resolve_device(args.device)
+    main_rank = context is None or context.is_main
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_semi_supervised(
@@ -186,6 +206,7 @@ def cmd_train(args, resolve_device, load_model) -> int:
         "train": {
             "lr": args.lr, "lrd": args.lrd, "clip_norm": args.clip_norm, "weight_decay": args.weight_decay,
             "seed": args.seed, "patience": args.patience, "epochs": args.epochs,
+            "world_size": 1 if context is None else context.world_size,
         },
     }
     if args.resume:
@@ -194,7 +215,8 @@ def cmd_train(args, resolve_device, load_model) -> int:
 
     pyro.set_rng_seed(args.seed)
     model, guide, loss = build_semi_supervised(args.model, config)
-    (out / "config.json").write_text(json.dumps({"kind": args.model, **config}, indent=2) + "\n")
+    if main_rank:
+        (out / "config.json").write_text(json.dumps({"kind": args.model, **config}, indent=2) + "\n")
     valid = labelled_batches(*data.valid)
     trainer = Trainer(
         model, guide, loss,
@@ -204,7 +226,8 @@ def cmd_train(args, resolve_device, load_model) -> int:
         device=device, out_dir=out, seed=args.seed, patience=args.patience, kind=args.model,
         config=config, progress=False if args.no_progress else None, log_every=args.log_every,
         max_bad_steps=args.max_bad_steps, eval_fn=classification_eval_fn(args.valid_samples),
-        resume=args.resume, units=("nats/image", "error {:.2f}%"),
+        resume=args.resume, units=("nats/image", "error {:.2f}%"), distributed=context,
+        max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
     )
     n_params = sum(p.numel() for m in (model, guide) for p in m.parameters())
     logger.info("%s: %d parameters on %s, alpha %.4g; output in %s (valid figure: error %%)", args.model, n_params, device, alpha, out)
@@ -215,7 +238,7 @@ def cmd_train(args, resolve_device, load_model) -> int:
         summary["epochs"], summary["global_step"], summary["best_valid"], summary["best_epoch"],
         time.perf_counter() - start, trainer.elapsed,
     )
-    if args.eval_samples <= 0:
+    if args.eval_samples <= 0 or not main_rank:
         return 0
     pyro.set_rng_seed(args.seed)
     test = labelled_batches(*data.test)

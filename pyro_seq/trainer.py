@@ -630,12 +630,13 @@ class Trainer:
         """Run one epoch of SVI steps; returns the epoch's training statistics."""
         epoch = self.epoch
         batches = _batches_for(self.train_batches, epoch)
-        if self.dist.active:
-            batches = shard_batches(batches, self.dist.rank, self.dist.world_size)
         try:
             total = len(batches)  # type: ignore[arg-type]
         except TypeError:
             total = None
+        if self.dist.active:
+            batches = shard_batches(batches, self.dist.rank, self.dist.world_size)
+            total = None if total is None else -(-total // self.dist.world_size)
         sums = {"loss": 0.0, "frames": 0.0, "ll": 0.0, "kl": 0.0, "ll_frames": 0.0, "term_frames": 0.0}
         extra: Dict[str, float] = {}  # other entries of loss.last_terms (e.g. Z-Forcing's aux_log_prob)
         extra_counts: Dict[str, int] = {}

@@ -59,7 +59,7 @@ def _params(model, guide):
     return {f"{prefix}.{n}": p.detach().clone() for prefix, m in (("model", model), ("guide", guide)) for n, p in m.named_parameters()}
 
 
-def _worker(rank, world, port, out_dir):
+def _worker(rank, world, port, out_dir, reduction):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
@@ -67,7 +67,7 @@ def _worker(rank, world, port, out_dir):
         model, guide = _build()
         trainer = Trainer(
             model, guide, Trace_ELBO(), _batches, None, seed=0, progress=False,
-            distributed=DistributedContext(rank=rank, world_size=world),
+            distributed=DistributedContext(rank=rank, world_size=world, reduction=reduction),
         )  # fmt: skip
         trainer.fit(EPOCHS)
         torch.save({"params": _params(model, guide), "steps": trainer.global_step}, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -75,8 +75,8 @@ def _worker(rank, world, port, out_dir):
         torch.distributed.destroy_process_group()
 
 
-def _reference():
-    """One process: per step, the gradients of rank 0's and rank 1's batches summed, one update."""
+def _reference(reduction):
+    """One process: per step, the gradients of rank 0's and rank 1's batches summed (or averaged), one update."""
     model, guide = _build()
     trainer = Trainer(model, guide, Trace_ELBO(), _batches, None, seed=0, progress=False)  # same optimiser
     streams = []
@@ -85,7 +85,7 @@ def _reference():
         streams.append(get_rng_state())
     elbo, steps = Trace_ELBO(), 0
     for epoch in range(EPOCHS):
-        shards = [shard_batches(_batches(epoch), r, WORLD) for r in range(WORLD)]
+        shards = [list(shard_batches(_batches(epoch), r, WORLD)) for r in range(WORLD)]
         for batches in zip(*shards):
             params = set()
             for rank, batch in enumerate(batches):
@@ -94,6 +94,9 @@ def _reference():
                     elbo.loss_and_grads(model, guide, batch.x, batch.mask)
                 params |= {site["value"].unconstrained() for site in capture.trace.nodes.values()}
                 streams[rank] = get_rng_state()
+            if reduction == "mean":
+                for p in params:
+                    p.grad.div_(WORLD)
             trainer.optim(params)
             pyro.infer.util.zero_grads(params)
             steps += 1
@@ -101,11 +104,12 @@ def _reference():
 
 
 def test_shard_batches_pads_by_wrapping_round():
-    assert shard_batches(range(5), 0, 2) == [0, 2, 4]
-    assert shard_batches(range(5), 1, 2) == [1, 3, 0]
-    assert shard_batches(range(4), 1, 2) == [1, 3]
+    assert list(shard_batches(range(5), 0, 2)) == [0, 2, 4]
+    assert list(shard_batches(range(5), 1, 2)) == [1, 3, 0]
+    assert list(shard_batches(range(4), 1, 2)) == [1, 3]
+    assert [list(shard_batches(iter(range(2)), r, 4)) for r in range(4)] == [[0], [1], [0], [1]]
     with pytest.raises(ValueError, match="no batches"):
-        shard_batches([], 0, 2)
+        list(shard_batches([], 0, 2))
     with pytest.raises(ValueError, match="rank"):
         shard_batches(range(3), 2, 2)
 
@@ -123,10 +127,11 @@ def test_context_without_a_process_group_is_refused():
         DistributedContext(reduction="max")
 
 
-def test_two_gloo_ranks_equal_one_process_on_the_union(tmp_path):
-    mp.start_processes(_worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn")
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_two_gloo_ranks_equal_one_process_on_the_union(tmp_path, reduction):
+    mp.start_processes(_worker, args=(WORLD, _free_port(), str(tmp_path), reduction), nprocs=WORLD, start_method="spawn")
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
-    reference, steps = _reference()
+    reference, steps = _reference(reduction)
     assert ranks[0]["steps"] == ranks[1]["steps"] == steps == EPOCHS * 3
     initial = _params(*_build())
     for name, value in reference.items():
@@ -194,3 +199,15 @@ def test_distributed_flag_outside_torchrun_is_a_clear_error(tmp_path, capsys):
         os.environ.update(env)
     err = capsys.readouterr().err
     assert "pyro-seq: error: --distributed: environment variable(s) RANK" in err and "torchrun" in err
+
+
+def test_torchrun_semi_supervised(tmp_path):
+    out = tmp_path / "m2"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", "-m", "pyro_seq",
+           "train", "m2", "--distributed", "--data", "digits", "--z-dim", "4", "--hidden-dims", "10", "--epochs", "1",
+           "--eval-samples", "2", "--device", "cpu", "--no-progress", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_checkpoint(out / "last.pt")
+    assert state["world_size"] == WORLD and state["global_step"] == 6  # 11 batches of digits over 2 ranks
+    assert json.loads((out / "test.json").read_text())["last"]["num_items"] == 400

@@ -8,7 +8,7 @@ from pyro.nn import PyroModule
 
 from pyro_seq.distributions import MarkovGaussianChain
 from pyro_seq.guides.zforcing import check_auxiliary, masked
-from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, reverse_padded
+from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, TimeSlices, reverse_padded
 from pyro_seq.util import record
 
 GUIDE_KINDS = ("smoother", "filter")
@@ -119,17 +119,19 @@ class SRNNGuide(PyroModule):
             out["d"], out["a"] = d, a
         posterior = self.posterior
         context = posterior.project_context(a)  # [batch, time, hidden]
+        steps = TimeSlices(context)  # the sampler's per-step views
         if not self.res_q:
             return (
-                lambda z_prev, t: posterior.step(z_prev, context[:, t]),
+                lambda z_prev, t: posterior.step(z_prev, steps[t]),
                 lambda z_prev: posterior(z_prev, context),
             )
         prior = model.prior
         prior_context = prior.project_context(d)  # [batch, time, hidden]
+        prior_steps = TimeSlices(prior_context)
 
         def step_fn(z_prev, t):
-            loc, scale = posterior.step(z_prev, context[:, t])
-            return loc + prior.step(z_prev, prior_context[:, t])[0], scale
+            loc, scale = posterior.step(z_prev, steps[t])
+            return loc + prior.step(z_prev, prior_steps[t])[0], scale
 
         def path_fn(z_prev):
             loc, scale = posterior(z_prev, context)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule, pyro_method
 
 from pyro_seq.distributions import frame_distribution
-from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, reverse_padded
+from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, TimeSlices, reverse_padded
 from pyro_seq.util import record
 
 #: Inputs of the auxiliary predictor p_xi(b_t | .): z_t alone or [h_{t-1}, z_t].
@@ -125,12 +125,13 @@ class ZForcingGuide(PyroModule):
         model = self.model
         b = self.backward_states(x, lengths)  # [batch, time, b_dim]
         context = self.posterior.project_context(b)  # [batch, time, hidden]
+        steps = TimeSlices(context)  # the sampler's per-step views
         e_x = model.frame_inputs(x, carry)  # [batch, time, emb]
         state = None if carry is None else model.initial_state(x.shape[0], x, carry)  # (h_0, c_0) or None
         posterior = self.posterior
         chain = model.chain(
             e_x,
-            lambda h_prev, t: posterior.step(h_prev, context[:, t]),
+            lambda h_prev, t: posterior.step(h_prev, steps[t]),
             lambda h_prev: posterior(h_prev, context),
             mask,
             memo,

@@ -7,7 +7,7 @@ import torch.nn as nn
 from pyro.nn import PyroModule, pyro_method
 
 from pyro_seq.distributions import MarkovGaussianChain, frame_distribution
-from pyro_seq.nn import MLP, GaussianTransition, gaussian_log_prob, shift_right
+from pyro_seq.nn import MLP, GaussianTransition, TimeSlices, gaussian_log_prob, shift_right
 from pyro_seq.util import GuideModelCache, check_sequences, module_tensor
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -182,9 +182,10 @@ class SRNN(PyroModule):
         """The latent path prior :math:`p(z_{1:T} \\mid d_{1:T})` as one distribution."""
         prior = self.prior
         context = prior.project_context(d)  # [batch, time, hidden]
+        steps = TimeSlices(context)
         return MarkovGaussianChain(
             self.z_0.expand(d.shape[0], self.z_dim) if z_init is None else z_init,
-            step_fn=lambda z_prev, t: prior.step(z_prev, context[:, t]),
+            step_fn=lambda z_prev, t: prior.step(z_prev, steps[t]),
             path_fn=lambda z_prev: prior(z_prev, context),
             num_steps=d.shape[1],
             mask=mask,

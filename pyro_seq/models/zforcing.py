@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from pyro_seq.distributions import RecurrentGaussianChain, frame_distribution
 from pyro_seq.models.srnn import LIKELIHOODS
-from pyro_seq.nn import MLP, GaussianHead, gaussian_log_prob, lstm_cell, shift_right
+from pyro_seq.nn import MLP, GaussianHead, TimeSlices, gaussian_log_prob, lstm_cell, shift_right
 from pyro_seq.util import GuideModelCache, check_sequences, module_tensor
 
 
@@ -248,6 +248,7 @@ class ZForcing(PyroModule):
         """
         batch, time = e_x.shape[:2]
         gates_x = self.input_gates(e_x)  # [batch, time, 4h]
+        gates_steps = TimeSlices(gates_x)
         memo = {} if memo is None else memo
         loop = {}
 
@@ -256,7 +257,7 @@ class ZForcing(PyroModule):
                 loop["state"] = self.initial_state(batch, e_x) if state is None else state
                 loop["hs"] = []
             else:
-                loop["state"] = self.advance(gates_x[:, t - 1], z_prev, loop["state"])
+                loop["state"] = self.advance(gates_steps[t - 1], z_prev, loop["state"])
                 loop["hs"].append(loop["state"][0])
             return step_params(loop["state"][0], t)
 
@@ -269,7 +270,7 @@ class ZForcing(PyroModule):
 
         def on_sample(z):
             # complete h_{1:T} with the last step and keep it (the emission needs it)
-            h_last, _ = self.advance(gates_x[:, -1], z[:, -1], loop["state"])
+            h_last, _ = self.advance(gates_steps[time - 1], z[:, -1], loop["state"])
             memo["z"], memo["h"] = z, torch.stack(loop["hs"] + [h_last], dim=1)  # [batch, time, h]
 
         z_init = self.z_0.expand(batch, self.z_dim)  # [batch, z_dim]
