@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed
 
-from pyro_seq import semi_supervised
+from pyro_seq import semi_supervised, vaegan
 from pyro_seq.semi_supervised import SEMI_SUPERVISED_MODELS, build_semi_supervised
 
 __all__ = ["MODELS", "TRAIN_OPTIONS", "UsageError", "DATA_NAMES", "build_lvae", "build_srnn", "build_zforcing", "load_model", "main", "resolve_device"]
@@ -163,6 +163,8 @@ MODELS: Dict[str, Callable[[Dict[str, Any]], Tuple[Any, Any, Any]]] = {
 }
 for _kind in SEMI_SUPERVISED_MODELS:  # m2, adgm, sdgm: see pyro_seq.semi_supervised
     MODELS[_kind] = functools.partial(build_semi_supervised, _kind)
+for _kind in vaegan.IMAGE_MODELS:  # vaegan, vae: see pyro_seq.vaegan
+    MODELS[_kind] = functools.partial(vaegan.build_vaegan, _kind)
 
 
 def _add_srnn_arguments(parser: argparse.ArgumentParser) -> None:
@@ -629,6 +631,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, guide, _, state = load_model(args.checkpoint, device=device)
     if state["kind"] in SEMI_SUPERVISED_MODELS:  # classification figures instead of bounds
         return semi_supervised.cmd_evaluate(args, model, guide, state, device)
+    if state["kind"] in vaegan.IMAGE_MODELS:  # reconstruction and sample-quality figures
+        return vaegan.cmd_evaluate(args, model, guide, state, device)
     config = state["config"]
     data = config.get("data", {})
     name = args.data or data.get("name")
@@ -754,6 +758,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, guide, _, state = load_model(args.checkpoint, device=device)
     if state["kind"] in SEMI_SUPERVISED_MODELS:  # one row of samples per class
         return semi_supervised.cmd_sample(args, model, guide, state, device)
+    if state["kind"] in vaegan.IMAGE_MODELS:  # reconstruction and sample grids
+        return vaegan.cmd_sample(args, model, guide, state, device)
     if hasattr(model, "image_shape"):
         return _sample_images(args, model, guide, state, device)
     if not hasattr(model, "generate"):
@@ -862,12 +868,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = kinds.add_parser(kind, help=f"train {kind} (semi-supervised classification)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         semi_supervised.add_arguments(p, _positive_int, _int_list)
         p.set_defaults(func=functools.partial(semi_supervised.cmd_train, resolve_device=resolve_device, load_model=load_model))
+    for kind, help_text in (("vaegan", "VAE/GAN: feature-space likelihood, three routed losses"), ("vae", "the plain VAE with the VAE/GAN encoder and decoder")):
+        p = kinds.add_parser(kind, help=f"train {help_text} (images)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        vaegan.add_arguments(p, _positive_int)
+        p.set_defaults(func=functools.partial(vaegan.cmd_train, resolve_device=resolve_device, load_model=load_model))
 
     # evaluate
     p = commands.add_parser("evaluate", help="test bounds of a checkpoint", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint")
     p.add_argument("--split", choices=("train", "valid", "test"), default="test")
-    p.add_argument("--num-samples", type=_positive_int, default=100, help="K for the importance-sampled bound")
+    p.add_argument("--num-samples", type=_positive_int, default=100, help="K for the importance-sampled bound (vaegan, vae: prior samples for the sample-quality figures; ~2000 for a stable Frechet distance)")
+    p.add_argument("--classifier", default=None, help="vaegan, vae on mnist: the classifier checkpoint of the sample-quality figures (default: the cache dir's mnist_classifier.pt, trained if missing)")
     p.add_argument("--fivo-particles", type=_positive_int, default=None, help="also the FIVO bound with this many particles (ESS resampling at 0.5)")
     p.add_argument("--data", choices=DATA_NAMES, default=None, help="default: the checkpoint's data set")
     p.add_argument("--data-root", default=None, help="data root (default: $PYRO_SEQ_DATA, else the --data-root the run was trained with, else ~/.cache/pyro_seq); for --data wav, the folder of WAV files")

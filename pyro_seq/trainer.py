@@ -64,7 +64,7 @@ Batches = Union[Iterable, Callable[[int], Iterable]]
 #: ``loss.last_terms`` entries the trainer handles itself; any other numeric entry is logged,
 #: per frame, or (``_WEIGHT_KEYS``) as its mean over the epoch.
 _TERM_KEYS = ("log_likelihood", "kl", "beta")
-_WEIGHT_KEYS = ("aux_weight",)
+_WEIGHT_KEYS = ("aux_weight", "dis_update", "dec_update")
 
 
 class NonFiniteLossError(RuntimeError):

@@ -13,6 +13,8 @@ Data sets and batching for :mod:`pyro_seq`.
   ``omniglot``) as one-frame sequences ``[1, 784]``; :func:`load_mnist`,
   :func:`load_omniglot` for the raw arrays and :func:`binarize_batches` for
   per-batch binarization of grey-level training images.
+* :func:`load_olivetti_faces` -- the 400 Olivetti faces (64×64, 40 people) scaled to
+  [0, 1], with person ids and a split by person (:func:`olivetti_split`).
 * :func:`load_semi_supervised` -- semi-supervised image tasks (``digits``, offline, and
   ``dynamic_mnist``) with a seeded labelled subset, and :class:`SemiSupervisedBatches` of
   labelled and unlabelled mini-batches per step.
@@ -41,6 +43,7 @@ from .download import (
     sha256sum,
 )
 from .batching import SequenceDataset
+from .faces import OLIVETTI_FILE, load_olivetti_faces, olivetti_split
 from .images import (
     IMAGE_DATASETS,
     ImageDataset,
@@ -80,6 +83,7 @@ __all__ = [
     "MIN_NOTE",
     "MusicDataset",
     "NOTE_RANGE",
+    "OLIVETTI_FILE",
     "SEMI_SUPERVISED_DATASETS",
     "SEQUENCE_DATASETS",
     "SPLITS",
@@ -100,6 +104,7 @@ __all__ = [
     "load_images",
     "load_mnist",
     "load_music",
+    "load_olivetti_faces",
     "load_omniglot",
     "load_semi_supervised",
     "load_sequences",
@@ -107,6 +112,7 @@ __all__ = [
     "load_wav_frames",
     "make_batches",
     "match_to_grey",
+    "olivetti_split",
     "pad_batch",
     "padding_efficiency",
     "to_device",

@@ -17,6 +17,7 @@ from pyro_seq.models.ladder import LadderVAE
 from pyro_seq.models.lgssm import LinearGaussianSSM
 from pyro_seq.models.semisupervised import ADGM, M2, SDGM, SemiSupervisedVAE
 from pyro_seq.models.srnn import LIKELIHOODS, SRNN
+from pyro_seq.models.vaegan import VAEGAN
 from pyro_seq.models.zforcing import ZForcing
 
-__all__ = ["ADGM", "LIKELIHOODS", "LadderVAE", "LinearGaussianSSM", "M2", "SDGM", "SRNN", "SemiSupervisedVAE", "ZForcing"]
+__all__ = ["ADGM", "LIKELIHOODS", "LadderVAE", "LinearGaussianSSM", "M2", "SDGM", "SRNN", "SemiSupervisedVAE", "VAEGAN", "ZForcing"]

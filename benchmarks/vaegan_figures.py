@@ -1,0 +1,149 @@
+"""
+Tables and figures of BENCHMARKS.md "VAE/GAN" from the runs of benchmarks/vaegan_runs.sh.
+
+    PYRO_SEQ_DATA=../shared/data python benchmarks/vaegan_figures.py --runs runs/vaegan --out docs/figures
+
+Writes ``vaegan_table.md`` / ``vaegan_table.json`` (test figures of VAE and VAE/GAN on both data
+sets; the collapse count over the VAE/GAN face seeds), ``vaegan_{faces,mnist}_{vae,vaegan}_*.png``
+(the grids), ``vaegan_glasses.png`` (latent arithmetic on held-out Olivetti people) and
+``vaegan_seeds.png`` (prior-sample spread and D outputs per validation, one line per seed).
+"""
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from pyro_seq.cli import load_model
+from pyro_seq.plotting import _pyplot, _save
+from pyro_seq.vaegan import OLIVETTI_GLASSES, attribute_vector, latent_arithmetic, load_image_split
+
+COLUMNS = (
+    ("pixel_mse", "pixel MSE", "{:.5f}"),
+    ("classifier_feature_mse", "classifier-feature MSE", "{:.4f}"),
+    ("discriminator_feature_mse", "own Dis_l MSE", "{:.4f}"),
+    ("mean_confidence", "sample confidence", "{:.3f}"),
+    ("inception_score", "classifier IS", "{:.2f}"),
+    ("num_classes_seen", "classes seen", "{}"),
+    ("frechet_distance", "Fréchet distance", "{:.2f}"),
+    ("spread_ratio", "sample spread / data", "{:.2f}"),
+)
+
+
+def _log(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+
+
+def table(runs):
+    rows, records = [], {}
+    for data in ("faces", "mnist"):
+        for kind in ("vae", "vaegan"):
+            path = runs / f"{data}_{kind}_s0" / "test.json"
+            if not path.is_file():
+                continue
+            rec = json.loads(path.read_text())
+            records[f"{data}_{kind}"] = rec
+            cells = [COLUMNS[i][2].format(rec[k]) if k in rec else "–" for i, (k, _, _) in enumerate(COLUMNS)]
+            rows.append(f"| {data} | {'VAE/GAN' if kind == 'vaegan' else 'VAE'} | {rec['epoch']} | " + " | ".join(cells) + f" | {rec['train_seconds'] / 60:.1f} |")
+    head = "| data | model | epochs | " + " | ".join(c[1] for c in COLUMNS) + " | train min |\n|" + "---|" * (len(COLUMNS) + 4)
+    return head + "\n" + "\n".join(rows), records
+
+
+def seeds(runs, out):
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    summary = []
+    for run in sorted(runs.glob("faces_vaegan_s*")):
+        if not (run / "test.json").is_file():
+            continue
+        log = _log(run)
+        health = [r for r in log if r.get("event") == "gan_health"]
+        epochs = [r for r in log if r.get("event") == "epoch"]
+        test = json.loads((run / "test.json").read_text())
+        seed = run.name.rsplit("_s", 1)[1]
+        axes[0].plot(range(1, len(health) + 1), [h["spread_ratio"] for h in health], label=f"seed {seed}")
+        axes[1].plot(range(1, len(health) + 1), [h["d_real"] - h["d_prior"] for h in health], label=f"seed {seed}")
+        last = epochs[-1]
+        summary.append({
+            "seed": int(seed), "collapsed": test["collapsed"], "spread_ratio": test["spread_ratio"],
+            "pixel_mse": test["pixel_mse"], "d_real": test.get("d_real"), "d_prior": test.get("d_prior"),
+            "dis_update_last_epoch": last.get("dis_update"), "dec_update_last_epoch": last.get("dec_update"),
+            "epochs_flagged": sum(h["collapsed"] for h in health), "validations": len(health),
+        })
+    axes[0].axhline(0.25, color="k", linestyle=":", linewidth=1, label="collapse threshold")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("prior-sample spread / data spread")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("D(real) - D(prior sample)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("VAE/GAN on Olivetti faces, one line per seed (validation images, evaluation mode)", fontsize=9)
+    _save(fig, out / "vaegan_seeds.png")
+    return summary
+
+
+def glasses(runs, out, data_root):
+    train, person = load_image_split("faces", "train", data_root)
+    test_people = {}
+    for split in ("valid", "test"):
+        x, p = load_image_split("faces", split, data_root)
+        for img, pid in zip(x, p.tolist()):
+            if pid not in OLIVETTI_GLASSES:
+                test_people.setdefault(pid, img)
+    targets = torch.stack(list(test_people.values()))  # one image of each held-out person without glasses
+    has = torch.tensor([pid in OLIVETTI_GLASSES for pid in person.tolist()])
+    strengths = (0.0, 0.5, 1.0, 1.5, 2.0)
+    plt = _pyplot()
+    kinds = [k for k in ("vae", "vaegan") if (runs / f"faces_{k}_s0" / "last.pt").is_file()]
+    fig, axes = plt.subplots(len(targets), (len(strengths) + 1) * len(kinds), figsize=(1.2 * (len(strengths) + 1) * len(kinds), 1.25 * len(targets)), squeeze=False)
+    for k, kind in enumerate(kinds):
+        model, guide, _, _ = load_model(runs / f"faces_{kind}_s0" / "last.pt")
+        vector = attribute_vector(guide, train[has], train[~has])
+        grid = latent_arithmetic(model, guide, targets, vector, strengths)  # [n, S, 1, 64, 64]
+        for i in range(len(targets)):
+            col = k * (len(strengths) + 1)
+            axes[i, col].imshow(targets[i, 0], cmap="gray", vmin=0, vmax=1)
+            for j in range(len(strengths)):
+                axes[i, col + 1 + j].imshow(grid[i, j, 0], cmap="gray", vmin=0, vmax=1)
+                if i == 0:
+                    axes[i, col + 1 + j].set_title(f"{'VAE/GAN' if kind == 'vaegan' else 'VAE'} +{strengths[j]}v", fontsize=7)
+            if i == 0:
+                axes[i, col].set_title("input", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle("z + s·v, v = mean z(glasses) − mean z(no glasses) over the 32 training people; inputs are held-out people", fontsize=8)
+    return _save(fig, out / "vaegan_glasses.png")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="runs/vaegan")
+    parser.add_argument("--out", default="docs/figures")
+    parser.add_argument("--data-root", default=None)
+    args = parser.parse_args()
+    runs, out = Path(args.runs), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text, records = table(runs)
+    summary = seeds(runs, out)
+    collapsed = sum(s["collapsed"] for s in summary)
+    text += f"\n\nVAE/GAN face seeds: {collapsed} of {len(summary)} collapsed (prior-sample spread < 0.25 of the data's at the end)\n\n"
+    text += "| seed | collapsed | spread / data | pixel MSE | D(real) | D(prior) | D updates (last epoch) | decoder updates | validations flagged |\n|---|---|---|---|---|---|---|---|---|\n"
+    for s in summary:
+        text += (f"| {s['seed']} | {'yes' if s['collapsed'] else 'no'} | {s['spread_ratio']:.2f} | {s['pixel_mse']:.5f} | {s['d_real']:.2f} | "
+                 f"{s['d_prior']:.2f} | {s['dis_update_last_epoch']:.2f} | {s['dec_update_last_epoch']:.2f} | {s['epochs_flagged']} of {s['validations']} |\n")
+    (out / "vaegan_table.md").write_text(text)
+    (out / "vaegan_table.json").write_text(json.dumps({"test": records, "seeds": summary}, indent=2) + "\n")
+    for data in ("faces", "mnist"):
+        for kind in ("vae", "vaegan"):
+            for name in ("reconstructions", "samples"):
+                src = runs / f"{data}_{kind}_s0" / f"{name}.png"
+                if src.is_file():
+                    shutil.copy(src, out / f"vaegan_{data}_{kind}_{name}.png")
+    if (runs / "faces_vaegan_s0" / "last.pt").is_file():
+        glasses(runs, out, args.data_root)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,453 @@
+"""
+VAE/GAN and the plain VAE on images: data, evaluation, pictures and the ``pyro-seq train
+vaegan|vae`` command.
+
+Training goes through the common :class:`~pyro_seq.trainer.Trainer` (checkpoints, resume, logs,
+skipped non-finite steps): VAE/GAN with :class:`~pyro_seq.losses.VAEGANLoss` and the three
+per-network optimisers of :func:`~pyro_seq.losses.vaegan_optim`, the plain VAE with
+:class:`~pyro.infer.Trace_ELBO`. The validation figure is the pixel-space reconstruction error
+of held-out images; each validation also checks the GAN's health (the spread of prior samples
+against the data's, the discriminator's outputs) and logs a warning when the run looks collapsed.
+"""
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "IMAGE_MODELS",
+    "ImageBatch",
+    "build_vaegan",
+    "image_batches",
+    "load_image_split",
+    "reconstruction_metrics",
+    "sample_spread",
+]
+
+logger = logging.getLogger("pyro_seq.cli")
+
+#: Command-line kinds: VAE/GAN (feature-space likelihood) and the plain VAE (pixel likelihood).
+IMAGE_MODELS = {"vaegan": "features", "vae": "pixels"}
+#: Data sets and their image side.
+IMAGE_DATA = {"mnist": 28, "faces": 64}
+#: A run counts as collapsed when its prior samples spread less than this fraction of the data's.
+COLLAPSE_SPREAD = 0.25
+
+
+class ImageBatch(NamedTuple):
+    """A mini-batch of images ``x [batch, C, H, W]`` in [0, 1]; losses are sums over its images."""
+
+    x: torch.Tensor
+
+    @property
+    def args(self):
+        return (self.x,)
+
+    @property
+    def frames(self):
+        return float(self.x.size(0))
+
+    def to(self, device, non_blocking=False):
+        return ImageBatch(self.x.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self):
+        return ImageBatch(self.x.pin_memory())
+
+
+def image_batches(images, batch_size, shuffle=False, seed=0, epoch=0):
+    """
+    Mini-batches of an image tensor ``[N, C, H, W]``; shuffled by ``(seed, epoch)`` when
+    ``shuffle``. A last batch of one image is merged into the one before (batch norm needs two).
+
+    :returns: list of :class:`ImageBatch`.
+    """
+    n = images.size(0)
+    if n < 2:
+        raise ValueError(f"need at least 2 images for a batch-normalised model, got {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch)) if shuffle else torch.arange(n)
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < 2:
+        starts.pop()
+    ends = starts[1:] + [n]
+    return [ImageBatch(images[order[s:e]]) for s, e in zip(starts, ends)]
+
+
+def load_image_split(name, split, data_root=None, limit=None):
+    """
+    One split of an image data set as a float32 tensor ``[N, 1, H, W]`` in [0, 1] and the labels.
+
+    * ``"mnist"``: grey-level MNIST (:func:`~pyro_seq.data.load_mnist`: 50,000 / 10,000 / 10,000),
+      labels are digits.
+    * ``"faces"``: the Olivetti faces (:func:`~pyro_seq.data.load_olivetti_faces`, split by
+      person: 320 / 40 / 40 images of 32 / 4 / 4 people), labels are person ids.
+
+    :param int limit: only the first ``limit`` images.
+    """
+    from pyro_seq.data import load_mnist, load_olivetti_faces
+
+    if name == "mnist":
+        images, labels = load_mnist(split, data_root=data_root)
+        images = images.astype(np.float32) / 255.0
+    elif name == "faces":
+        images, labels = load_olivetti_faces(split=split, data_root=data_root)
+    else:
+        raise ValueError(f"unknown image data set {name!r}; choose one of {sorted(IMAGE_DATA)}")
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return torch.as_tensor(np.ascontiguousarray(images), dtype=torch.float32).unsqueeze(1), torch.as_tensor(labels)
+
+
+def build_vaegan(kind: str, config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
+    """
+    Build VAE/GAN or the plain VAE, the :class:`~pyro_seq.guides.VAEGANGuide` and the loss from a
+    run config ``{"model": VAEGAN kwargs, "guide": {...}, "loss": {"gamma", "equilibrium",
+    "margin", "generator_loss"}}``.
+    """
+    from pyro.infer import Trace_ELBO
+
+    from pyro_seq.guides import VAEGANGuide
+    from pyro_seq.losses import VAEGANLoss
+    from pyro_seq.models import VAEGAN
+
+    model = VAEGAN(**config["model"])
+    guide = VAEGANGuide(model, **config.get("guide", {}))
+    if model.likelihood == "pixels":
+        return model, guide, Trace_ELBO()
+    return model, guide, VAEGANLoss(**config.get("loss", {}))
+
+
+def sample_spread(images):
+    """Mean over pixels of the standard deviation across images ``[N, C, H, W]`` (how varied a set is)."""
+    return float(images.flatten(1).std(0).mean())
+
+
+@torch.no_grad()
+def reconstruction_metrics(model, guide, images, classifier=None, batch_size=200):
+    """
+    Reconstruction errors of held-out images (decoded posterior means, evaluation mode):
+    ``pixel_mse`` (mean squared error per pixel, pixels in [0, 1]) and, with a
+    :class:`~pyro_seq.image_metrics.MnistClassifier`, ``classifier_feature_mse`` (mean squared
+    error per feature in its penultimate layer: a feature space shared by every model). For
+    VAE/GAN also ``discriminator_feature_mse`` in its own :math:`\\mathrm{Dis}_l`.
+    """
+    sums = {"pixel_mse": 0.0, "classifier_feature_mse": 0.0, "discriminator_feature_mse": 0.0}
+    n = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in image_batches(images, batch_size):
+            x = batch.x
+            recon = guide.reconstruct(x)  # [b, C, H, W]
+            sums["pixel_mse"] += float(((recon - x) ** 2).flatten(1).mean(1).sum())
+            if classifier is not None:
+                sums["classifier_feature_mse"] += float(((classifier.features(recon) - classifier.features(x)) ** 2).mean(1).sum())
+            if model.likelihood == "features":
+                real, fake, _ = model.discriminate(2 * x - 1, 2 * recon - 1)
+                sums["discriminator_feature_mse"] += float(((real - fake) ** 2).mean(1).sum())
+            n += x.size(0)
+    finally:
+        model.train(was_training)
+    out = {"pixel_mse": sums["pixel_mse"] / n, "num_images": n}
+    if classifier is not None:
+        out["classifier_feature_mse"] = sums["classifier_feature_mse"] / n
+    if model.likelihood == "features":
+        out["discriminator_feature_mse"] = sums["discriminator_feature_mse"] / n
+    return out
+
+
+@torch.no_grad()
+def gan_health(model, images, num_samples=256):
+    """
+    Collapse indicators: ``spread_ratio`` (:func:`sample_spread` of prior samples over that of
+    ``images``) and, for VAE/GAN, the discriminator's mean output on real images and on prior
+    samples (evaluation mode). ``collapsed`` is ``spread_ratio < COLLAPSE_SPREAD``.
+    """
+    torch_state = torch.get_rng_state()
+    torch.manual_seed(12345)  # the same latents at every check, without touching the run's stream
+    try:
+        samples = model.generate(num_samples)  # [n, C, H, W]
+    finally:
+        torch.set_rng_state(torch_state)
+    ratio = sample_spread(samples) / max(sample_spread(images), 1e-12)
+    out = {"spread_ratio": ratio, "collapsed": bool(ratio < COLLAPSE_SPREAD)}
+    if model.likelihood == "features":
+        was_training = model.training
+        model.eval()
+        try:
+            x = images[:num_samples].to(samples)
+            _, _, logits = model.discriminate(2 * x - 1, 2 * samples[: len(x)] - 1)  # [n, 2]
+        finally:
+            model.train(was_training)
+        d = torch.sigmoid(logits).mean(0)
+        out.update(d_real=float(d[0]), d_prior=float(d[1]))
+    return out
+
+
+def _eval_fn(log_path: Optional[Path]):
+    """The trainer's validation figure (pixel MSE of reconstructions, lower is better) with a health check."""
+
+    def eval_fn(model, guide, batches):
+        x = torch.cat([b.x for b in batches])
+        metrics = reconstruction_metrics(model, guide, x)
+        health = gan_health(model, x)
+        message = "valid: pixel MSE %.5f, prior-sample spread %.2f of the data's%s"
+        extra = "" if "d_real" not in health else f", D(real) {health['d_real']:.2f}, D(prior sample) {health['d_prior']:.2f}"
+        logger.info(message, metrics["pixel_mse"], health["spread_ratio"], extra)
+        if health["collapsed"]:
+            logger.warning(
+                "possible mode collapse: prior samples spread only %.2f of the data's (threshold %.2f)",
+                health["spread_ratio"], COLLAPSE_SPREAD,
+            )
+        if log_path is not None:
+            with open(log_path, "a") as f:
+                f.write(json.dumps({"event": "gan_health", **metrics, **health}) + "\n")
+        return metrics["pixel_mse"]
+
+    return eval_fn
+
+
+def add_arguments(parser, positive_int) -> None:
+    """Command-line options of ``pyro-seq train vaegan|vae``."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", choices=sorted(IMAGE_DATA), default="mnist", help="mnist (28x28 grey digits) or faces (Olivetti, 64x64 grey, split by person)")
+    g.add_argument("--data-root", default=None, help="data root (default: $PYRO_SEQ_DATA, else ~/.cache/pyro_seq)")
+    g.add_argument("--limit", type=positive_int, default=None, help="use only the first N training images")
+    g.add_argument("--valid-limit", type=positive_int, default=1000, help="validate on the first N validation images")
+    g.add_argument("--batch-size", type=positive_int, default=64)
+    g = parser.add_argument_group("model")
+    g.add_argument("--z-dim", type=positive_int, default=None, help="latent size (default: 128 for faces, as the paper; 32 for mnist)")
+    g.add_argument("--width", type=float, default=1.0, help="multiplier of every hidden width (1: the paper's networks; e.g. 0.25 on a CPU)")
+    g.add_argument("--scale", type=float, default=1.0, help="sigma of the Gaussian likelihood (features for vaegan, pixels in [-1, 1] for vae)")
+    g = parser.add_argument_group("VAE/GAN loss")
+    g.add_argument("--gamma", type=float, default=1e-2, help="weight of the feature reconstruction against the GAN term in the decoder's objective")
+    g.add_argument("--equilibrium", type=float, default=0.68, help="balanced discriminator error of the skip rule")
+    g.add_argument("--margin", type=float, default=0.35, help="skip a player's update while an error is further than this from --equilibrium (negative: never skip)")
+    g.add_argument("--generator-loss", choices=("non_saturating", "minimax"), default="non_saturating")
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("--out", required=True, help="output directory (checkpoints, log.jsonl, test.json, grids)")
+    g.add_argument("--epochs", type=positive_int, default=20)
+    g.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate of every network")
+    g.add_argument("--dis-lr", type=float, default=None, help="the discriminator's learning rate (default: --lr)")
+    g.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999), help="Adam betas")
+    g.add_argument("--clip-norm", type=float, default=10.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    g.add_argument("--max-minutes", type=float, default=None, help="training-time budget: stop after the epoch that reaches it")
+    g.add_argument("--classifier", default=None, help="MNIST classifier checkpoint for the test metrics (trained and saved there if missing; default: $XDG_CACHE_HOME/pyro_seq or ~/.cache/pyro_seq, mnist_classifier.pt)")
+    g.add_argument("--test-samples", type=int, default=2000, help="prior samples for the test sample-quality metrics (0: skip the test evaluation)")
+    g.add_argument("--log-every", type=int, default=0, help="also log every N steps")
+    g.add_argument("--max-bad-steps", type=positive_int, default=10)
+    g.add_argument("--no-progress", action="store_true")
+
+
+def default_classifier_path():
+    """Where the MNIST classifier of the test metrics is kept: ``<cache dir>/mnist_classifier.pt``."""
+    from pyro_seq.data.download import default_cache_dir
+
+    return Path(default_cache_dir()) / "mnist_classifier.pt"
+
+
+def cmd_train(args, resolve_device, load_model) -> int:
+    """``pyro-seq train vaegan|vae``: train, then the test metrics and grids of the last checkpoint."""
+    import pyro
+
+    from pyro_seq.checkpoint import check_resume_data
+    from pyro_seq.losses import vaegan_optim
+    from pyro_seq.trainer import LAST_CHECKPOINT, LOG_FILE, Trainer
+
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, _ = load_image_split(args.data, "train", args.data_root, args.limit)
+    valid, _ = load_image_split(args.data, "valid", args.data_root, args.valid_limit)
+    logger.info("data %s: %d training images %s, %d validation images", args.data, len(train), tuple(train.shape[1:]), len(valid))
+    z_dim = args.z_dim or (128 if args.data == "faces" else 32)
+    config = {
+        "model": {
+            "image_size": IMAGE_DATA[args.data], "channels": 1, "z_dim": z_dim, "width": args.width,
+            "likelihood": IMAGE_MODELS[args.model], "scale": args.scale,
+        },
+        "guide": {},
+        "loss": {
+            "gamma": args.gamma, "equilibrium": args.equilibrium,
+            "margin": None if args.margin < 0 else args.margin, "generator_loss": args.generator_loss,
+        },
+        "data": {
+            "name": args.data, "data_root": None if args.data_root is None else str(Path(args.data_root).resolve()),
+            "limit": args.limit, "valid_limit": args.valid_limit, "batch_size": args.batch_size,
+        },
+        "train": {"lr": args.lr, "dis_lr": args.dis_lr, "betas": list(args.betas), "clip_norm": args.clip_norm, "seed": args.seed, "epochs": args.epochs},
+    }
+    if args.resume:
+        check_resume_data(out / LAST_CHECKPOINT, args.model, config["data"], ("name", "limit", "batch_size"))
+    pyro.set_rng_seed(args.seed)
+    model, guide, loss = build_vaegan(args.model, config)
+    (out / "config.json").write_text(json.dumps({"kind": args.model, **config}, indent=2) + "\n")
+    optim = vaegan_optim(
+        lr=args.lr, betas=tuple(args.betas), clip_norm=args.clip_norm,
+        network_lr=None if args.dis_lr is None else {"discriminator": args.dis_lr},
+    )
+    trainer = Trainer(
+        model, guide, loss,
+        lambda epoch: image_batches(train, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch),
+        image_batches(valid, 200),
+        optim=optim, device=device, out_dir=out, seed=args.seed, kind=args.model, config=config,
+        progress=False if args.no_progress else None, log_every=args.log_every, max_bad_steps=args.max_bad_steps,
+        eval_fn=_eval_fn(out / LOG_FILE), resume=args.resume, units=("nats/image", "pixel MSE {:.5f}"),
+        max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
+    )
+    n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in (("encoder", guide), ("decoder+discriminator", model))}
+    logger.info("%s: %s parameters on %s; output in %s", args.model, n_params, device, out)
+    start = time.perf_counter()
+    summary = trainer.fit(args.epochs)
+    logger.info("training done: %d epochs, %d steps (%.1fs this session, %.1fs in all)", summary["epochs"], summary["global_step"], time.perf_counter() - start, trainer.elapsed)
+    if args.test_samples <= 0:
+        return 0
+    model, guide, _, state = load_model(out / LAST_CHECKPOINT, device=device, kind=args.model)
+    record = evaluate_images(model, guide, state, args.data_root, args.test_samples, args.classifier, args.seed, device)
+    record["train_seconds"] = trainer.elapsed
+    with open(out / LOG_FILE, "a") as f:
+        f.write(json.dumps({"event": "test", **record}) + "\n")
+    (out / "test.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_grids(model, guide, state, out, args.data_root, args.seed)
+    _print_record(args.model, record)
+    return 0
+
+
+def _print_record(kind, record):
+    parts = [f"pixel MSE {record['pixel_mse']:.5f}"]
+    for key, label in (("classifier_feature_mse", "classifier-feature MSE"), ("mean_confidence", "sample confidence"),
+                       ("num_classes_seen", "classes seen"), ("frechet_distance", "Frechet distance")):
+        if key in record:
+            parts.append(f"{label} {record[key]:.4g}")
+    parts.append(f"prior-sample spread {record['spread_ratio']:.2f} of the data's{' (COLLAPSED)' if record['collapsed'] else ''}")
+    print(f"{kind} on {record['data']} test ({record['num_images']} images, epoch {record['epoch']}): " + ", ".join(parts))
+
+
+def evaluate_images(model, guide, state, data_root, num_samples, classifier_path, seed, device):
+    """
+    Test figures of a VAE/GAN or VAE checkpoint: :func:`reconstruction_metrics` on the test split,
+    :func:`gan_health`, and on MNIST the classifier-based sample quality of ``num_samples`` prior
+    samples against the test images (:func:`~pyro_seq.image_metrics.sample_quality`).
+    """
+    import pyro
+
+    data = state["config"]["data"]
+    data_root = data_root or data.get("data_root")
+    test, _ = load_image_split(data["name"], "test", data_root)
+    test = test.to(device)
+    classifier = None
+    if data["name"] == "mnist":
+        from pyro_seq.image_metrics import load_or_train_classifier
+
+        path = Path(classifier_path) if classifier_path else default_classifier_path()
+        classifier, _ = _unpack_classifier(load_or_train_classifier(path, data_root=data_root))
+        classifier.to(device)
+    pyro.set_rng_seed(seed)
+    record = {"kind": state["kind"], "data": data["name"], "epoch": state.get("epoch"), "seed": seed, **reconstruction_metrics(model, guide, test, classifier)}
+    record.update(gan_health(model, test))
+    if classifier is not None and num_samples > 0:
+        from pyro_seq.image_metrics import sample_quality
+
+        pyro.set_rng_seed(seed)
+        samples = model.generate(num_samples)
+        quality = sample_quality(classifier, samples, reference=test)
+        record.update({k: v for k, v in quality.items()})
+        record["num_samples"] = num_samples
+    return record
+
+
+def _unpack_classifier(result):
+    return result if isinstance(result, tuple) else (result, None)
+
+
+@torch.no_grad()
+def write_grids(model, guide, state, out, data_root=None, seed=0, num=8):
+    """
+    ``reconstructions.png`` (test images in odd rows, their reconstructions below) and
+    ``samples.png`` (prior samples) for an image checkpoint.
+    """
+    import pyro
+
+    from pyro_seq.plotting import image_grid_png
+
+    data = state["config"]["data"]
+    test, _ = load_image_split(data["name"], "test", data_root or data.get("data_root"))
+    device = next(model.parameters()).device
+    x = test[torch.linspace(0, len(test) - 1, 4 * num).long()].to(device)  # spread over the split
+    recon = guide.reconstruct(x)
+    rows = torch.stack([x.view(4, num, *x.shape[1:]), recon.view(4, num, *x.shape[1:])], 1).reshape(-1, *x.shape[2:])
+    title = f"{state['kind']} on {data['name']}, epoch {state.get('epoch')}"
+    shown = (lambda t: 1 - t) if data["name"] == "faces" else (lambda t: t)  # the grid draws 1 as black: ink, not light
+    paths = [image_grid_png(shown(rows.cpu()), Path(out) / "reconstructions.png", title=f"{title}: test images (rows 1, 3, ...) and reconstructions", columns=num)]
+    pyro.set_rng_seed(seed)
+    samples = model.generate(4 * num)[:, 0]
+    paths.append(image_grid_png(shown(samples.cpu()), Path(out) / "samples.png", title=f"{title}: prior samples", columns=num))
+    logger.info("wrote %s", ", ".join(map(str, paths)))
+    return paths
+
+
+def cmd_evaluate(args, model, guide, state, device) -> int:
+    """``pyro-seq evaluate`` for VAE/GAN and VAE checkpoints: test reconstruction and sample-quality figures."""
+    record = evaluate_images(model, guide, state, args.data_root, args.num_samples, getattr(args, "classifier", None), args.seed, device)
+    record["checkpoint"] = str(args.checkpoint)
+    output = Path(args.output) if args.output else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_test_eval.json")
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    _print_record(state["kind"], record)
+    print(f"  written to {output}")
+    return 0
+
+
+def cmd_sample(args, model, guide, state, device) -> int:
+    """``pyro-seq sample`` for VAE/GAN and VAE checkpoints: the reconstruction and sample grids."""
+    paths = write_grids(model, guide, state, args.out, args.data_root, args.seed, num=max(args.num, 2))
+    print(f"wrote {', '.join(map(str, paths))}")
+    return 0
+
+
+#: Olivetti people wearing glasses in their first image (chosen by eye from a grid of the 40 people;
+#: a person-level label, so a few of their ten images may be without glasses).
+OLIVETTI_GLASSES = (1, 3, 5, 12, 13, 16, 18, 19, 26, 27, 30, 33, 36)
+
+
+@torch.no_grad()
+def attribute_vector(guide, with_attribute, without_attribute):
+    """
+    The mean latent difference :math:`\\bar z_{\\text{with}} - \\bar z_{\\text{without}}` of two
+    groups of images (posterior means of :math:`q(z \\mid x)`, evaluation mode), as in the paper's
+    visual attribute vectors.
+
+    :returns: ``[z_dim]``.
+    """
+    was_training = guide.training
+    guide.eval()
+    try:
+        mean_with = guide.encode(with_attribute)[0].mean(0)  # [z_dim]
+        mean_without = guide.encode(without_attribute)[0].mean(0)  # [z_dim]
+    finally:
+        guide.train(was_training)
+    return mean_with - mean_without
+
+
+@torch.no_grad()
+def latent_arithmetic(model, guide, targets, vector, strengths=(0.0, 0.5, 1.0, 1.5, 2.0)):
+    """
+    Decode :math:`\\mu_\\phi(x) + s\\, v` for every target image and strength ``s``.
+
+    :returns: ``[len(targets), len(strengths), C, H, W]`` images in [0, 1].
+    """
+    was_training = guide.training
+    guide.eval()
+    try:
+        loc = guide.encode(targets)[0]  # [n, z_dim]
+    finally:
+        guide.train(was_training)
+    s = torch.as_tensor(strengths, dtype=loc.dtype, device=loc.device)  # [S]
+    z = loc[:, None, :] + s[None, :, None] * vector  # [n, S, z_dim]
+    return model.generate(0, z=z.reshape(-1, z.size(-1))).view(len(targets), len(s), *model.image_shape)
