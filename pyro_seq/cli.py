@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed
 
-from pyro_seq import semi_supervised, vaegan
+from pyro_seq import protein, semi_supervised, vaegan
 from pyro_seq.semi_supervised import SEMI_SUPERVISED_MODELS, build_semi_supervised
 
 __all__ = ["MODELS", "TRAIN_OPTIONS", "UsageError", "DATA_NAMES", "build_lvae", "build_srnn", "build_zforcing", "load_model", "main", "resolve_device"]
@@ -165,6 +165,8 @@ for _kind in SEMI_SUPERVISED_MODELS:  # m2, adgm, sdgm: see pyro_seq.semi_superv
     MODELS[_kind] = functools.partial(build_semi_supervised, _kind)
 for _kind in vaegan.IMAGE_MODELS:  # vaegan, vae: see pyro_seq.vaegan
     MODELS[_kind] = functools.partial(vaegan.build_vaegan, _kind)
+for _kind in protein.PROTEIN_MODELS:  # localizer, secondary-structure: see pyro_seq.protein
+    MODELS[_kind] = functools.partial(protein.build_protein, _kind)
 
 
 def _add_srnn_arguments(parser: argparse.ArgumentParser) -> None:
@@ -633,6 +635,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return semi_supervised.cmd_evaluate(args, model, guide, state, device)
     if state["kind"] in vaegan.IMAGE_MODELS:  # reconstruction and sample-quality figures
         return vaegan.cmd_evaluate(args, model, guide, state, device)
+    if state["kind"] in protein.PROTEIN_MODELS:  # accuracy and calibration on the protocol's test sets
+        return protein.cmd_evaluate(args, model, guide, state, device)
     config = state["config"]
     data = config.get("data", {})
     name = args.data or data.get("name")
@@ -872,6 +876,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = kinds.add_parser(kind, help=f"train {help_text} (images)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         vaegan.add_arguments(p, _positive_int)
         p.set_defaults(func=functools.partial(vaegan.cmd_train, resolve_device=resolve_device, load_model=load_model))
+    for kind, help_text in (("localizer", "the conv-BLSTM-attention subcellular localiser (DeepLoc)"), ("secondary-structure", "the BLSTM 8-class secondary-structure model (CB513)")):
+        p = kinds.add_parser(kind, help=f"train {help_text}", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        protein.add_arguments(p, _positive_int, _int_list)
+        p.set_defaults(func=functools.partial(protein.cmd_train, resolve_device=resolve_device, load_model=load_model))
 
     # evaluate
     p = commands.add_parser("evaluate", help="test bounds of a checkpoint", formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -470,6 +470,38 @@ def vaegan_parameters(model, guide):
     return groups
 
 
+def vaegan_backward(terms, groups, gamma, beta=1.0, equilibrium=0.68, margin=0.35):
+    r"""
+    The routed backward pass of VAE/GAN (pure PyTorch, shared by :class:`VAEGANLoss` and the
+    hand-written floor of the benchmarks): the encoder gets
+    :math:`\nabla(\beta \mathcal{L}_{\text{prior}} + \mathcal{L}_{\text{llike}})`, the decoder
+    :math:`\nabla(\gamma \mathcal{L}_{\text{llike}} + \mathcal{L}_{\text{gen}})` and the
+    discriminator :math:`\nabla \mathcal{L}_{\text{GAN}}`, each accumulated only into its own
+    parameters' ``grad``; :func:`gan_balance` decides whether the decoder and the discriminator
+    are updated this step (a skipped network's ``grad`` stays as it was, ``None`` after a
+    zeroing that sets it to ``None``).
+
+    :param dict terms: ``kl``, ``log_likelihood``, ``gan_loss``, ``generator_loss`` (scalars
+        with graphs) and the logits ``real``, ``recon``, ``prior`` (``[batch]`` each).
+    :param dict groups: parameters per network, as :func:`vaegan_parameters` returns them.
+    :returns: ``(train_discriminator, train_decoder)``.
+    """
+    softplus = torch.nn.functional.softplus
+    with torch.no_grad():
+        real_error = float(softplus(-terms["real"]).mean())
+        fake_error = float(torch.cat([softplus(terms["recon"]), softplus(terms["prior"])]).mean())
+    train_dis, train_dec = gan_balance(real_error, fake_error, equilibrium, margin)
+    objectives = [(beta * terms["kl"] - terms["log_likelihood"], groups["encoder"])]
+    if train_dec:
+        objectives.append((-gamma * terms["log_likelihood"] + terms["generator_loss"], groups["decoder"]))
+    if train_dis:
+        objectives.append((terms["gan_loss"], groups["discriminator"]))
+    for i, (objective, params) in enumerate(objectives):
+        if objective.requires_grad and params:
+            torch.autograd.backward(objective, inputs=params, retain_graph=i < len(objectives) - 1)
+    return train_dis, train_dec
+
+
 def vaegan_optim(lr=3e-4, betas=(0.5, 0.999), clip_norm=10.0, lrd=1.0, network_lr=None):
     """
     The three optimisers of VAE/GAN as one :class:`~pyro.optim.ClippedAdam` with per-parameter
@@ -597,22 +629,9 @@ class VAEGANLoss(ELBO):
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
         t = self.terms(model, guide, *args, **kwargs)
-        groups = vaegan_parameters(model, guide)
-        softplus = torch.nn.functional.softplus
-        with torch.no_grad():
-            real_error = float(softplus(-t["real"]).mean())
-            fake_error = float(torch.cat([softplus(t["recon"]), softplus(t["prior"])]).mean())
-        train_dis, train_dec = gan_balance(real_error, fake_error, self.equilibrium, self.margin)
-        encoder_loss = self.beta * t["kl"] - t["log_likelihood"]
-        decoder_loss = -self.gamma * t["log_likelihood"] + t["generator_loss"]
-        objectives = [(encoder_loss, groups["encoder"])]
-        if train_dec:
-            objectives.append((decoder_loss, groups["decoder"]))
-        if train_dis:
-            objectives.append((t["gan_loss"], groups["discriminator"]))
-        for i, (objective, params) in enumerate(objectives):
-            if objective.requires_grad and params:
-                torch.autograd.backward(objective, inputs=params, retain_graph=i < len(objectives) - 1)
+        train_dis, train_dec = vaegan_backward(
+            t, vaegan_parameters(model, guide), self.gamma, self.beta, self.equilibrium, self.margin
+        )
         self.last_terms = {
             "log_likelihood": t["log_likelihood"].detach(),
             "kl": t["kl"].detach(),

@@ -1,5 +1,5 @@
 """
-Hand-written pure-PyTorch bounds (SRNN, Z-Forcing, Ladder VAE, M2/ADGM/SDGM): no Pyro traces,
+Hand-written pure-PyTorch bounds (SRNN, Z-Forcing, Ladder VAE, M2/ADGM/SDGM, VAE/GAN): no Pyro traces,
 sites or handlers.
 
 It uses the very same ``nn.Module`` children (and so the same parameter
@@ -316,3 +316,40 @@ def semi_supervised_loss(model, guide, x_labelled, y_labelled, x_unlabelled, alp
     n_l, n_u = x_labelled.size(0), x_unlabelled.size(0)
     loss = -(bound_l + alpha * log_qy.sum()) / n_l - bound_u / n_u
     return loss, bound_l / n_l, bound_u / n_u
+
+
+def vaegan_terms(model, guide, x, generator_loss="non_saturating"):
+    r"""
+    The terms of :class:`~pyro_seq.losses.VAEGANLoss` by hand, with the same networks and the
+    noise drawn in the same order (the guide's :math:`z`, then the prior sample :math:`z_p`):
+    sums over the batch of the Monte Carlo KL, the feature log-likelihood
+    :math:`\log \mathcal{N}(\mathrm{Dis}_l(x) \mid \mathrm{Dis}_l(\tilde x), \sigma^2 I)`, the GAN
+    loss :math:`-\log D(x) - \log(1 - D(\tilde x)) - \log(1 - D(x_p))` and the generator loss.
+    The discriminator runs on ``[x, x_tilde]`` and on ``[x, x_p]``, as the model does in the
+    guided and in the prior trace (batch norm sees the same batches).
+
+    :param x: images ``[batch, C, H, W]`` in [0, 1].
+    :returns: dict of scalars ``kl``, ``log_likelihood``, ``gan_loss``, ``generator_loss`` and the
+        logits ``real``, ``recon``, ``prior`` (``[batch]`` each): what
+        :func:`~pyro_seq.losses.vaegan_backward` takes.
+    """
+    softplus = torch.nn.functional.softplus
+    x = 2.0 * x - 1.0  # [batch, C, H, W] in [-1, 1]
+    loc, scale = guide.encoder(x)  # [batch, z_dim] each
+    z = _normal_sample(loc, scale)
+    kl = (gaussian_log_prob(z, loc, scale) - gaussian_log_prob(z, torch.zeros_like(z), torch.ones_like(z))).sum()
+    x_tilde = model.decoder(z)  # [batch, C, H, W]
+    features, logits = model.discriminator(torch.cat([x, x_tilde]))  # [2 * batch, F], [2 * batch]
+    real, fake = features.chunk(2)
+    log_likelihood = gaussian_log_prob(real, fake, torch.full_like(fake, model.scale)).sum()
+    logit_real, logit_recon = logits.chunk(2)
+    z_p = _standard_normal(z.shape, dtype=z.dtype, device=z.device)  # [batch, z_dim]
+    _, logits_p = model.discriminator(torch.cat([x, model.decoder(z_p)]))
+    logit_prior = logits_p.chunk(2)[1]
+    gan_loss = (softplus(-logit_real) + softplus(logit_recon) + softplus(logit_prior)).sum()
+    if generator_loss == "non_saturating":
+        gen = (softplus(-logit_recon) + softplus(-logit_prior)).sum()
+    else:
+        gen = -gan_loss
+    return {"kl": kl, "log_likelihood": log_likelihood, "gan_loss": gan_loss, "generator_loss": gen,
+            "real": logit_real, "recon": logit_recon, "prior": logit_prior}

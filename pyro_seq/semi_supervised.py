@@ -16,6 +16,8 @@ from typing import Any, Dict, Tuple
 import numpy as np
 import torch
 
+from pyro_seq.calibration import expected_calibration_error
+
 __all__ = [
     "SEMI_SUPERVISED_MODELS",
     "build_semi_supervised",
@@ -39,8 +41,9 @@ def classification_metrics(guide, batches, num_samples=100, num_bins=15):
     :param batches: iterable of :class:`~pyro_seq.data.LabelledBatch`.
     :returns: dict: ``error`` (%), ``nll`` (mean :math:`-\\log p(y \\mid x)`, nats), ``entropy``
         (mean predictive entropy), ``ece`` (expected calibration error over ``num_bins``
-        equal-width confidence bins, %), ``mean_std`` (mean spread of the class
-        probabilities over the samples of ``a``) and ``num_items``.
+        equal-width confidence bins, %; see
+        :func:`~pyro_seq.calibration.expected_calibration_error`), ``mean_std`` (mean spread
+        of the class probabilities over the samples of ``a``) and ``num_items``.
     """
     was_training = guide.training
     guide.eval()
@@ -56,14 +59,9 @@ def classification_metrics(guide, batches, num_samples=100, num_bins=15):
     if not probs:
         raise ValueError("no labelled batches to evaluate")
     probs, labels, stds = torch.cat(probs), torch.cat(labels), torch.cat(stds)  # [N, K], [N], [N, K]
-    confidence, predicted = probs.max(-1)
+    _, predicted = probs.max(-1)
     correct = (predicted == labels).double()
-    edges = torch.linspace(0, 1, num_bins + 1, dtype=probs.dtype)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        in_bin = (confidence > lo) & (confidence <= hi)
-        if bool(in_bin.any()):
-            ece += float(in_bin.double().mean()) * abs(float(correct[in_bin].mean()) - float(confidence[in_bin].double().mean()))
+    ece = expected_calibration_error(probs, labels, num_bins=num_bins)
     picked = probs.gather(-1, labels[:, None]).squeeze(-1).clamp_min(1e-30)
     return {
         "error": 100.0 * (1.0 - float(correct.mean())),

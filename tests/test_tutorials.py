@@ -78,3 +78,20 @@ def test_semi_supervised_tutorial_smoke(tmp_path):
         assert 0.0 <= result[name]["error"] <= 100.0 and result[name]["num_items"] == 300
         assert (tmp_path / f"{name}_samples.png").stat().st_size > 0
     assert "results.json" in result["files"]
+
+
+def test_vaegan_faces_tutorial_smoke(tmp_path):
+    from conftest import shared_data_root
+
+    root = shared_data_root()
+    if not (root / "faces" / "olivettifaces.mat").is_file():
+        import pytest
+
+        pytest.skip(f"Olivetti faces not found under {root}")
+    result = load("vaegan_faces").main(["--smoke", "--data-root", str(root), "--out", str(tmp_path)])
+    assert set(result) == {"vaegan", "vae"}
+    for name, r in result.items():
+        assert r["num_images"] == 40 and 0.0 < r["pixel_mse"] < 1.0 and r["spread_ratio"] > 0
+        for stem in ("reconstructions", "samples"):
+            assert (tmp_path / f"{stem}_{name}.png").stat().st_size > 0
+    assert "discriminator_feature_mse" in result["vaegan"] and "d_real" in result["vaegan"]
