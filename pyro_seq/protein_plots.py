@@ -244,7 +244,7 @@ def attention_profile(model, batches, path, window=100, title=None):
     """
     prof = attention_position_profile(model, batches, window)
     plt = _pyplot()
-    fig, (ax_n, ax_c) = plt.subplots(1, 2, figsize=(11, 4), sharey=True, gridspec_kw={"wspace": 0.05})
+    fig, (ax_n, ax_c) = plt.subplots(1, 2, figsize=(11, 4), sharey=True, gridspec_kw={"wspace": 0.12})
     x_n = np.arange(1, window + 1)  # [W] residue numbers
     x_c = -np.arange(1, window + 1)  # [W] -1 = last residue
     for k, name in enumerate(_class_names(model.num_classes)):
@@ -265,7 +265,8 @@ def attention_profile(model, batches, path, window=100, title=None):
     ax_n.set_title("N-terminus", fontsize=9)
     ax_c.set_title("C-terminus", fontsize=9)
     ax_c.yaxis.set_tick_params(labelleft=False)
-    ax_n.legend(fontsize=7, loc="upper right", ncol=2)
+    handles, labels = ax_n.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=5, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
@@ -375,13 +376,14 @@ def attention_track(model, sequence, path, title=None, regions=None, top=5, kd_w
     ax_a.bar(x, alpha, width=1.0, color="#4c72b0", linewidth=0)
     ax_a.axhline(1.0 / n, color="0.5", linestyle="--", linewidth=0.8, label="uniform (1/L)")
     best = np.argsort(-alpha, kind="stable")[: min(top, n)]  # [top] 0-based positions
-    for i in best:
+    for rank, i in enumerate(best):  # staggered by rank, so that neighbouring labels do not overlap
         ax_a.annotate(
-            f"{sequence[i]}{i + 1}", (i + 1, alpha[i]), xytext=(0, 3), textcoords="offset points",
+            f"{sequence[i]}{i + 1}", (i + 1, alpha[i]), xytext=(0, 4 + 8 * rank), textcoords="offset points",
             ha="center", va="bottom", fontsize=7, color="#b03030",
+            arrowprops=dict(arrowstyle="-", color="#b03030", linewidth=0.4, shrinkA=0, shrinkB=0),
         )  # fmt: skip
     ax_a.plot(best + 1, alpha[best], linestyle="none", marker="v", markersize=3, color="#b03030")
-    ax_a.set_ylim(0, alpha.max() * 1.18)
+    ax_a.set_ylim(0, alpha.max() * (1.12 + 0.06 * len(best)))
     ax_a.set_ylabel("attention weight")
     ax_h.plot(x, kd, color="#333333", linewidth=1.0)
     ax_h.fill_between(x, 0, kd, where=np.nan_to_num(kd) > 0, color="#e6a23c", alpha=0.6, linewidth=0)
@@ -397,11 +399,11 @@ def attention_track(model, sequence, path, title=None, regions=None, top=5, kd_w
         for ax in (ax_a, ax_h):
             ax.axvspan(start - 0.5, end + 0.5, color=color, alpha=0.35, linewidth=0, zorder=0)
         if label:
-            ax_a.text(
-                (start + end) / 2, 0.98, label, transform=ax_a.get_xaxis_transform(),
-                ha="center", va="top", fontsize=7, color="0.2",
+            ax_h.text(
+                (start + end) / 2, 0.03, label, transform=ax_h.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize=7, color="0.2", clip_on=False,
             )  # fmt: skip
-    ax_a.legend(fontsize=7, loc="upper right")
+    ax_a.legend(fontsize=7, loc="upper left")
     for ax in (ax_a, ax_h):
         ax.grid(alpha=0.25, axis="y")
     ax_a.set_title(title if title else f"attention and hydropathy, {n} residues", fontsize=9)
@@ -528,8 +530,9 @@ def top_filter_windows(model, batches, width=9, num_filters=6, top=200, select="
             act = pre[:, :, starts + left]  # [B, filters, S], output at each window's centre
             act = act.permute(1, 0, 2)[:, ok]  # [filters, N]
             cand = wins[ok]  # [N, width]
-            vals = torch.cat([best_v, act], 1)  # [filters, n + N]
-            pool = torch.cat([best_w, cand.unsqueeze(0).expand(filters, -1, -1)], 1)  # [filters, n + N, width]
+            v, idx = act.topk(min(top, act.size(1)), dim=1)  # [filters, k], this batch's best first
+            vals = torch.cat([best_v, v], 1)  # [filters, n + k]
+            pool = torch.cat([best_w, cand[idx]], 1)  # [filters, n + k, width]
             v, idx = vals.topk(min(top, vals.size(1)), dim=1)  # [filters, n']
             best_v, best_w = v, torch.gather(pool, 1, idx.unsqueeze(-1).expand(-1, -1, width))
     if not seen_batch:
@@ -655,7 +658,9 @@ def _class_image(ids, colors, line):
     return img
 
 
-def structure_strip(model, tokens, mask, y, path, index=0, title=None, max_residues=None, line_length=200):
+def structure_strip(
+    model, tokens, mask, y, path, index=0, title=None, max_residues=None, line_length=200, guide=None, num_samples=1
+):
     """
     Save one chain's secondary structure as aligned rows over its residues: the true Q8
     states (cells coloured by :data:`SS8_COLORS`; unlabelled ``-1`` grey), the predicted Q8
@@ -676,6 +681,9 @@ def structure_strip(model, tokens, mask, y, path, index=0, title=None, max_resid
     :param str title: figure title (default: the chain and its length).
     :param int max_residues: draw only the first ``max_residues`` residues.
     :param int line_length: residues per line.
+    :param guide: the :class:`~pyro_seq.guides.LastLayerGuide` of a model with
+        ``bayesian_last_layer=True`` (passed to ``predict``).
+    :param int num_samples: weight samples averaged by ``predict`` (with ``guide``).
     :returns: the path written.
     :raises ValueError: not a secondary-structure model, bad tokens, labels or ``index``.
     """
@@ -699,7 +707,8 @@ def structure_strip(model, tokens, mask, y, path, index=0, title=None, max_resid
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < B:
         raise ValueError(f"index must be an integer in 0..{B - 1}, got {index!r}")
     n = int(lengths[index])
-    probs = model.predict(tokens[index : index + 1, :n], mask[index : index + 1, :n])[0]  # [n, 8]
+    chain = (tokens[index : index + 1, :n], mask[index : index + 1, :n])  # [1, n] x 2 (padding changes nothing)
+    probs = model.predict(*chain, num_samples=num_samples, guide=guide)[0]  # [n, 8]
     q3_probs = q8_probs_to_q3(probs)  # [n, 3]
     probs, q3_probs = _to_numpy(probs).astype(np.float64), _to_numpy(q3_probs)  # [n, 8], [n, 3]
     pred8 = probs.argmax(-1)  # [n]
@@ -726,9 +735,10 @@ def structure_strip(model, tokens, mask, y, path, index=0, title=None, max_resid
     from matplotlib.patches import Patch
 
     fig_w = min(max(4.0, 0.055 * min(line, shown) + 1.6), 14.0)
+    fig_h = 0.28 * sum(heights) + 1.2  # inches: rows, then title and legend above, axis label below
     fig, axes = plt.subplots(
-        len(heights), 1, figsize=(fig_w, 0.28 * sum(heights) + 1.0), squeeze=False,
-        gridspec_kw={"height_ratios": heights, "hspace": 0.12},
+        len(heights), 1, figsize=(fig_w, fig_h), squeeze=False,
+        gridspec_kw={"height_ratios": heights, "hspace": 0.12, "top": 1 - 0.75 / fig_h, "bottom": 0.45 / fig_h},
     )  # fmt: skip
     axes = list(axes[:, 0])
     k = 0
@@ -761,7 +771,7 @@ def structure_strip(model, tokens, mask, y, path, index=0, title=None, max_resid
     if true8 is not None and (true8 < 0).any():
         handles.append(Patch(facecolor=_UNLABELLED_COLOR, edgecolor="0.4", linewidth=0.4, label="unlabelled"))
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=7, frameon=False,
-               bbox_to_anchor=(0.5, 0.0), handlelength=1.2, columnspacing=0.8)  # fmt: skip
+               bbox_to_anchor=(0.5, 1 - 0.3 / fig_h), handlelength=1.2, columnspacing=0.8)  # fmt: skip
     if title is None:
         title = f"chain {index}, {n} residues" + (f" (first {shown} shown)" if shown < n else "")
         if true8 is not None:
@@ -770,6 +780,6 @@ def structure_strip(model, tokens, mask, y, path, index=0, title=None, max_resid
                 q8 = float((pred8[known] == true8[known]).mean())
                 q3 = float((pred3[known] == true3[known]).mean())
                 title += f": Q8 {100 * q8:.1f}%, Q3 {100 * q3:.1f}%"
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1 - 0.08 / fig_h, va="top")
     return _save(fig, path)
 

@@ -243,6 +243,17 @@ def test_structure_strip_png(ss_model, tmp_path):
     assert _is_png(structure_strip(ss_model, batch.tokens, None, None, tmp_path / "pred.png", index=1))
 
 
+def test_structure_strip_bayesian_last_layer(tmp_path):
+    from pyro_seq.guides import LastLayerGuide
+
+    torch.manual_seed(0)
+    model = SecondaryStructureBLSTM(filters=2, hidden=4, ff_dim=4, dense=4, bayesian_last_layer=True)
+    batch = _ss_batch([30])
+    out = structure_strip(model, batch.tokens, batch.mask, batch.y, tmp_path / "bll.png",
+                          guide=LastLayerGuide(model), num_samples=3)
+    assert _is_png(out)
+
+
 def test_structure_strip_bad_inputs(localizer, ss_model, tmp_path):
     batch = _ss_batch([20, 10])
     with pytest.raises(ValueError, match="SecondaryStructureBLSTM"):

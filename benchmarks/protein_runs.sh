@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Protein runs of BENCHMARKS.md ("Protein sequence models"), CPU-sized (one thread each):
+#   loc_det / loc_bll: ProteinLocalizer under --protocol deeploc (train: the DeepLoc validation file,
+#     test: the DeepLoc 1.0 test split and setHARD), deterministic (+ MC dropout at test) and with a
+#     Bayesian last layer;
+#   ss_det / ss_bll: SecondaryStructureBLSTM on CB513 fold 0 of 5 (train 3 folds, select on 1, test on 1).
+# Usage: PYRO_SEQ_DATA=../shared/data bash benchmarks/protein_runs.sh [loc|ss|all] [OUT=runs/protein]
+set -euo pipefail
+what="${1:-all}"
+out="${2:-runs/protein}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+py="${PYTHON:-python}"
+loc=(--protocol deeploc --max-length 500 --filters 20 --hidden 32 --dense 32 --dropout 0.25 --epochs 15 --patience 5 --batch-size 32 --no-progress)
+ss=(--num-folds 5 --fold 0 --filters 16 --hidden 32 --dense 32 --dropout 0.25 --epochs 20 --patience 5 --batch-size 16 --no-progress)
+if [[ "$what" == loc || "$what" == all ]]; then
+  "$py" -m pyro_seq train localizer "${loc[@]}" --out "$out/loc_det"
+  "$py" -m pyro_seq train localizer "${loc[@]}" --bayesian-last-layer --out "$out/loc_bll"
+fi
+if [[ "$what" == ss || "$what" == all ]]; then
+  "$py" -m pyro_seq train secondary-structure "${ss[@]}" --out "$out/ss_det"
+  "$py" -m pyro_seq train secondary-structure "${ss[@]}" --bayesian-last-layer --out "$out/ss_bll"
+fi
