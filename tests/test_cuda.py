@@ -180,3 +180,71 @@ def test_streamed_training_on_cpu(tmp_path):
 @pytest.mark.cuda
 def test_streamed_training_on_cuda_resumes_on_cpu(tmp_path):
     check_streamed_training_on("cuda", tmp_path)
+
+
+def check_vaegan_devices_agree(device):
+    """VAE/GAN's terms at fixed latents agree on CPU and the device, and a routed step runs there."""
+    from pyro_seq.guides import VAEGANGuide
+    from pyro_seq.losses import VAEGANLoss, vaegan_optim
+    from pyro_seq.models import VAEGAN
+
+    torch.manual_seed(0)
+    model = VAEGAN(image_size=28, z_dim=3, width=0.0625).double()
+    guide = VAEGANGuide(model).double()
+    model.eval()
+    guide.eval()
+    x = torch.rand(4, 1, 28, 28, dtype=torch.float64)
+    z = torch.randn(4, 3, dtype=torch.float64)
+
+    def feature_log_lik(dev):
+        trace = poutine.trace(poutine.condition(model, data={"z": z.to(dev)})).get_trace(x.to(dev))
+        return trace.log_prob_sum().cpu()
+
+    on_cpu = feature_log_lik("cpu")
+    model.to(device)
+    guide.to(device)
+    assert torch.allclose(on_cpu, feature_log_lik(device), atol=1e-8, rtol=1e-10)
+    model.train()
+    guide.train()
+    pyro.clear_param_store()
+    svi = pyro.infer.SVI(model, guide, vaegan_optim(), VAEGANLoss(margin=None))
+    assert torch.isfinite(torch.tensor(svi.step(x.to(device))))
+    assert model.generate(2).device.type == torch.device(device).type
+
+
+def test_vaegan_devices_helper_on_cpu():
+    check_vaegan_devices_agree("cpu")
+
+
+@pytest.mark.cuda
+def test_vaegan_cpu_and_cuda_agree():
+    check_vaegan_devices_agree("cuda")
+
+
+def check_protein_devices_agree(device):
+    """Protein models predict the same on CPU and the device (packed LSTMs included)."""
+    from pyro_seq.data.protein import protein_batches
+    from pyro_seq.models import ProteinLocalizer, SecondaryStructureBLSTM
+
+    torch.manual_seed(0)
+    seqs = ["MKTAYIAKQRQISFVKSHFSRQ", "MALWMRLLPLLALLALWGPDPAAA", "MSKL"]
+    loc = ProteinLocalizer(filters=2, hidden=4, attention_dim=4, dense=4).double().eval()
+    ss = SecondaryStructureBLSTM(filters=2, hidden=4, ff_dim=4, dense=4).double().eval()
+    batch = protein_batches([(s, i % 10) for i, s in enumerate(seqs)], 3)[0]
+    expected = (loc.predict(batch.tokens, batch.mask), ss.predict(batch.tokens, batch.mask))
+    loc.to(device)
+    ss.to(device)
+    batch = batch.to(device)
+    got = (loc.predict(batch.tokens, batch.mask), ss.predict(batch.tokens, batch.mask))
+    for e, g in zip(expected, got):
+        assert g.device.type == torch.device(device).type
+        assert torch.allclose(e, g.cpu(), atol=1e-8, rtol=1e-8)
+
+
+def test_protein_devices_helper_on_cpu():
+    check_protein_devices_agree("cpu")
+
+
+@pytest.mark.cuda
+def test_protein_cpu_and_cuda_agree():
+    check_protein_devices_agree("cuda")
