@@ -66,7 +66,7 @@ def main(argv=None):
         vaegan_backward(terms, groups, loss.gamma, 1.0, loss.equilibrium, loss.margin)
         for opt in opts:
             opt.step()
-        return float(terms["kl"] - terms["log_likelihood"])
+        return float((terms["kl"] - terms["log_likelihood"]).detach())
 
     def sync():
         if device.type == "cuda":

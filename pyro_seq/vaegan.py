@@ -347,7 +347,7 @@ def evaluate_images(model, guide, state, data_root, num_samples, classifier_path
         from pyro_seq.image_metrics import load_or_train_classifier
 
         path = Path(classifier_path) if classifier_path else default_classifier_path()
-        classifier, _ = _unpack_classifier(load_or_train_classifier(path, data_root=data_root))
+        classifier, _ = load_or_train_classifier(path, data_root=data_root)
         classifier.to(device)
     pyro.set_rng_seed(seed)
     record = {"kind": state["kind"], "data": data["name"], "epoch": state.get("epoch"), "seed": seed, **reconstruction_metrics(model, guide, test, classifier)}
@@ -361,10 +361,6 @@ def evaluate_images(model, guide, state, data_root, num_samples, classifier_path
         record.update({k: v for k, v in quality.items()})
         record["num_samples"] = num_samples
     return record
-
-
-def _unpack_classifier(result):
-    return result if isinstance(result, tuple) else (result, None)
 
 
 @torch.no_grad()
