@@ -47,6 +47,17 @@ def table(runs):
             records[f"{data}_{kind}"] = rec
             cells = [COLUMNS[i][2].format(rec[k]) if k in rec else "–" for i, (k, _, _) in enumerate(COLUMNS)]
             rows.append(f"| {data} | {'VAE/GAN' if kind == 'vaegan' else 'VAE'} | {rec['epoch']} | " + " | ".join(cells) + f" | {rec['train_seconds'] / 60:.1f} |")
+    classifier_path = Path("runs/mnist_classifier.pt")
+    if classifier_path.is_file() and any(k.startswith("mnist") for k in records):
+        from pyro_seq.image_metrics import load_or_train_classifier, sample_quality
+
+        classifier, _ = load_or_train_classifier(classifier_path)
+        real, _ = load_image_split("mnist", "train", None, 2000)
+        test, _ = load_image_split("mnist", "test", None)
+        rec = {**sample_quality(classifier, real, reference=test), "spread_ratio": float(real.flatten(1).std(0).mean() / test.flatten(1).std(0).mean())}
+        records["mnist_real"] = rec
+        cells = [COLUMNS[i][2].format(rec[k]) if k in rec else "–" for i, (k, _, _) in enumerate(COLUMNS)]
+        rows.append("| mnist | real training images (2,000; the floor) | – | " + " | ".join(cells) + " | – |")
     head = "| data | model | epochs | " + " | ".join(c[1] for c in COLUMNS) + " | train min |\n|" + "---|" * (len(COLUMNS) + 4)
     return head + "\n" + "\n".join(rows), records
 
@@ -68,7 +79,8 @@ def seeds(runs, out):
         last = epochs[-1]
         summary.append({
             "seed": int(seed), "collapsed": test["collapsed"], "spread_ratio": test["spread_ratio"],
-            "pixel_mse": test["pixel_mse"], "d_real": test.get("d_real"), "d_prior": test.get("d_prior"),
+            "pixel_mse": test["pixel_mse"], "d_real": last.get("d_real_per_frame"), "d_prior": last.get("d_prior_per_frame"),
+            "d_real_eval": test.get("d_real"), "d_prior_eval": test.get("d_prior"),
             "dis_update_last_epoch": last.get("dis_update"), "dec_update_last_epoch": last.get("dec_update"),
             "epochs_flagged": sum(h["collapsed"] for h in health), "validations": len(health),
         })
@@ -128,7 +140,7 @@ def main():
     summary = seeds(runs, out)
     collapsed = sum(s["collapsed"] for s in summary)
     text += f"\n\nVAE/GAN face seeds: {collapsed} of {len(summary)} collapsed (prior-sample spread < 0.25 of the data's at the end)\n\n"
-    text += "| seed | collapsed | spread / data | pixel MSE | D(real) | D(prior) | D updates (last epoch) | decoder updates | validations flagged |\n|---|---|---|---|---|---|---|---|---|\n"
+    text += "| seed | collapsed | spread / data | pixel MSE | D(real), last epoch | D(prior sample), last epoch | D updates (last epoch) | decoder updates | validations flagged |\n|---|---|---|---|---|---|---|---|---|\n"
     for s in summary:
         text += (f"| {s['seed']} | {'yes' if s['collapsed'] else 'no'} | {s['spread_ratio']:.2f} | {s['pixel_mse']:.5f} | {s['d_real']:.2f} | "
                  f"{s['d_prior']:.2f} | {s['dis_update_last_epoch']:.2f} | {s['dec_update_last_epoch']:.2f} | {s['epochs_flagged']} of {s['validations']} |\n")
