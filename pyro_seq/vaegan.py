@@ -167,12 +167,10 @@ def gan_health(model, images, num_samples=256):
     ``images``) and, for VAE/GAN, the discriminator's mean output on real images and on prior
     samples (evaluation mode). ``collapsed`` is ``spread_ratio < COLLAPSE_SPREAD``.
     """
-    torch_state = torch.get_rng_state()
-    torch.manual_seed(12345)  # the same latents at every check, without touching the run's stream
-    try:
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(12345)  # the same latents at every check, without touching the run's stream
         samples = model.generate(num_samples)  # [n, C, H, W]
-    finally:
-        torch.set_rng_state(torch_state)
     ratio = sample_spread(samples) / max(sample_spread(images), 1e-12)
     out = {"spread_ratio": ratio, "collapsed": bool(ratio < COLLAPSE_SPREAD)}
     if model.likelihood == "features":
