@@ -30,6 +30,24 @@ def data_root():
     return root
 
 
+def no_network(url, timeout=None):
+    """A stand-in for ``pyro_seq.data.download.URLOPEN`` that fails any download a test attempts."""
+    raise AssertionError(f"test tried to download {url}")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No download can happen in the test (``URLOPEN`` raises)."""
+    from pyro_seq.data import download
+
+    monkeypatch.setattr(download, "URLOPEN", no_network)
+
+
+def tree_listing(root):
+    """Every path under ``root`` with its modification time (to check that nothing was written)."""
+    return sorted((str(p), p.stat().st_mtime_ns) for p in Path(root).rglob("*"))
+
+
 @pytest.fixture(autouse=True)
 def _fresh_pyro_state():
     pyro.clear_param_store()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from conftest import shared_data_root
+from conftest import shared_data_root, tree_listing
 from pyro_seq.data import (
     OLIVETTI_FILE,
     DataIntegrityError,
@@ -16,7 +16,6 @@ from pyro_seq.data import (
     load_olivetti_faces,
     olivetti_split,
 )
-from pyro_seq.data import download as download_mod
 from pyro_seq.data import faces as faces_mod
 from pyro_seq.data.images import ImageFile
 
@@ -28,17 +27,9 @@ needs_faces = pytest.mark.skipif(
 )
 
 
-def _no_network(url, timeout=None):
-    raise AssertionError(f"test tried to download {url}")
-
-
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setattr(download_mod, "URLOPEN", _no_network)
-
-
-def _listing(root):
-    return sorted((str(p), p.stat().st_mtime_ns) for p in Path(root).rglob("*"))
+def _offline(offline):
+    """Every test here runs without network access."""
 
 
 def _flip_byte(path, offset=-10):
@@ -67,9 +58,9 @@ def _pin(monkeypatch, sha256):
 
 @needs_faces
 def test_olivetti_shape_dtype_range_and_mean():
-    before = _listing(SHARED_FILE.parent)
+    before = tree_listing(SHARED_FILE.parent)
     images, person = load_olivetti_faces(ROOT, download=False)
-    assert _listing(SHARED_FILE.parent) == before  # nothing written to the data root
+    assert tree_listing(SHARED_FILE.parent) == before  # nothing written to the data root
     assert images.shape == (400, 64, 64) and images.dtype == np.float32
     assert images.flags["C_CONTIGUOUS"]
     assert images.min() == 0.0 and images.max() == 1.0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_data_root
+from conftest import no_network, shared_data_root, tree_listing
 from pyro_seq.data import (
     AMINO_ACIDS,
     BLOSUM62,
@@ -61,17 +61,9 @@ needs_cb513 = pytest.mark.skipif(
 )
 
 
-def _no_network(url, timeout=None):
-    raise AssertionError(f"test tried to download {url}")
-
-
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setattr(download_mod, "URLOPEN", _no_network)
-
-
-def _listing(root):
-    return sorted((str(p), p.stat().st_mtime_ns) for p in Path(root).rglob("*"))
+def _offline(offline):
+    """Every test here runs without network access."""
 
 
 def _write(tmp_path, name, text):
@@ -280,7 +272,7 @@ def test_load_deeploc_verifies_before_parsing(tmp_path, monkeypatch):
         load_deeploc("hard", tmp_path, download=True)
     assert info.sha256s[0] in str(err.value) and target.is_file()
     monkeypatch.undo()
-    monkeypatch.setattr(download_mod, "URLOPEN", _no_network)
+    monkeypatch.setattr(download_mod, "URLOPEN", no_network)
     pinned = dict(DEEPLOC_FILES, hard=ImageFile(info.relpath, (sha,), info.url))
     monkeypatch.setattr(protein_mod, "DEEPLOC_FILES", pinned)
     records = load_deeploc("hard", tmp_path, download=False)
@@ -301,12 +293,12 @@ def test_load_deeploc_missing_and_bad_split(tmp_path):
 
 @needs_deeploc
 def test_deeploc_shared_files():
-    before = _listing(ROOT / "protein_localization")
+    before = tree_listing(ROOT / "protein_localization")
     test = load_deeploc("test", ROOT, download=False)
     valid = load_deeploc("valid", ROOT, download=False)
     valid_all = load_deeploc("valid", ROOT, download=False, multi_location="keep")
     hard = load_deeploc("hard", ROOT, download=False)
-    assert _listing(ROOT / "protein_localization") == before
+    assert tree_listing(ROOT / "protein_localization") == before
     assert (len(test), len(valid), len(valid_all), len(hard)) == (2768, 1655, 1678, 490)
     assert Counter(r.location for r in test) == {
         "Nucleus": 806, "Cytoplasm": 505, "Extracellular": 393, "Mitochondrion": 302,
@@ -405,9 +397,9 @@ def test_load_cb513_missing(tmp_path):
 
 @needs_cb513
 def test_cb513_shared_file_counts():
-    before = _listing(ROOT / "protein_ss")
+    before = tree_listing(ROOT / "protein_ss")
     records = load_cb513(ROOT, download=False)
-    assert _listing(ROOT / "protein_ss") == before
+    assert tree_listing(ROOT / "protein_ss") == before
     assert len(records) == 511
     lengths = [len(r.sequence) for r in records]
     assert sum(lengths) == 144011 and (min(lengths), max(lengths)) == (20, 874)

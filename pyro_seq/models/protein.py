@@ -183,6 +183,18 @@ def _check_num_samples(num_samples):
     return num_samples
 
 
+def _check_sizes(num_classes, widths, **sizes):
+    """``num_classes >= 2`` and positive widths and sizes; returns ``widths`` as a tuple of ints."""
+    widths = tuple(int(k) for k in widths)
+    if num_classes < 2 or not widths or min(tuple(sizes.values()) + widths) < 1:
+        named = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        raise ValueError(
+            f"num_classes must be >= 2 and widths, {', '.join(sizes)} positive, got "
+            f"num_classes={num_classes}, widths={widths}, {named}"
+        )
+    return widths
+
+
 class ConvBank(nn.Module):
     """
     Parallel 1-D convolutions over residues (one per kernel width, ``filters`` each, "same"
@@ -420,13 +432,7 @@ class ProteinLocalizer(_ProteinModel):
         prior_scale=1.0,
         num_data=None,
     ):
-        widths = tuple(int(k) for k in widths)
-        if num_classes < 2 or min((filters, hidden, attention_dim, dense) + widths, default=0) < 1 or not widths:
-            raise ValueError(
-                f"num_classes must be >= 2 and widths, filters, hidden, attention_dim and dense positive, got "
-                f"num_classes={num_classes}, widths={widths}, filters={filters}, hidden={hidden}, "
-                f"attention_dim={attention_dim}, dense={dense}"
-            )
+        widths = _check_sizes(num_classes, widths, filters=filters, hidden=hidden, attention_dim=attention_dim, dense=dense)
         super().__init__()
         self._init_common(encoding, dropout, bayesian_last_layer, prior_scale, num_data)
         self.num_classes, self.widths, self.filters = int(num_classes), widths, int(filters)
@@ -627,13 +633,7 @@ class SecondaryStructureBLSTM(_ProteinModel):
         prior_scale=1.0,
         num_data=None,
     ):
-        widths = tuple(int(k) for k in widths)
-        if num_classes < 2 or min((filters, hidden, ff_dim, dense) + widths, default=0) < 1 or not widths:
-            raise ValueError(
-                f"num_classes must be >= 2 and widths, filters, hidden, ff_dim and dense positive, got "
-                f"num_classes={num_classes}, widths={widths}, filters={filters}, hidden={hidden}, "
-                f"ff_dim={ff_dim}, dense={dense}"
-            )
+        widths = _check_sizes(num_classes, widths, filters=filters, hidden=hidden, ff_dim=ff_dim, dense=dense)
         super().__init__()
         self._init_common(encoding, dropout, bayesian_last_layer, prior_scale, num_data)
         self.num_classes, self.widths, self.filters = int(num_classes), widths, int(filters)
