@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pyro_seq.calibration import reliability_diagram
@@ -67,7 +68,7 @@ def main():
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text, everything = "", {}
-    for kind, names, figure in (("localizer", ("loc_det", "loc_bll"), "localization"), ("secondary-structure", ("ss_det", "ss_bll"), "structure")):
+    for kind, names, figure in (("localizer", ("loc_det", "loc_bll", "loc_cv0"), "localization"), ("secondary-structure", ("ss_det", "ss_bll"), "structure")):
         results, bins, models = _evaluate(runs, kind, names, args.num_samples, args.seed)
         if not results:
             continue
@@ -84,7 +85,12 @@ def main():
             from pyro_seq.data.protein import LOCATIONS
 
             attention_profile(model, batches, out / "protein_attention_profile.png", title=f"attention along the proteins of {test_name} (loc_det)")
-            extracellular = next(r for r in records if r.location == "Extracellular" and len(r.sequence) <= 400)
+            from pyro_seq.protein_plots import kyte_doolittle
+
+            # the extracellular protein (<= 400 residues, starting with M) with the most hydrophobic
+            # N-terminal stretch: a clear signal-peptide h-region
+            candidates = [r for r in records if r.location == "Extracellular" and len(r.sequence) <= 400 and r.sequence[0] == "M"]
+            extracellular = max(candidates, key=lambda r: float(np.nanmax(kyte_doolittle(r.sequence[:30]))))
             peroxisome = next(r for r in records if r.location == "Peroxisome" and len(r.sequence) <= 700)
             attention_track(model, extracellular.sequence, out / "protein_attention_track_extracellular.png",
                             title=f"{extracellular.accession} (Extracellular): attention and hydropathy; shaded: residues 1-25, where signal peptides lie",

@@ -4,7 +4,8 @@
 #     test: the DeepLoc 1.0 test split and setHARD), deterministic (+ MC dropout at test) and with a
 #     Bayesian last layer;
 #   ss_det / ss_bll: SecondaryStructureBLSTM on CB513 fold 0 of 5 (train 3 folds, select on 1, test on 1).
-# Usage: PYRO_SEQ_DATA=../shared/data bash benchmarks/protein_runs.sh [loc|ss|all] [OUT=runs/protein]
+#   loc_cv0: the deterministic localiser under --protocol cv, fold 0 of 5 (an 18-minute training budget).
+# Usage: PYRO_SEQ_DATA=../shared/data bash benchmarks/protein_runs.sh [loc|loc_cv|ss|all] [OUT=runs/protein]
 set -euo pipefail
 what="${1:-all}"
 out="${2:-runs/protein}"
@@ -15,6 +16,9 @@ ss=(--num-folds 5 --fold 0 --filters 16 --hidden 32 --dense 32 --dropout 0.25 --
 if [[ "$what" == loc || "$what" == all ]]; then
   "$py" -m pyro_seq train localizer "${loc[@]}" --out "$out/loc_det"
   "$py" -m pyro_seq train localizer "${loc[@]}" --bayesian-last-layer --out "$out/loc_bll"
+fi
+if [[ "$what" == loc_cv || "$what" == all ]]; then  # cross-validation fold 0 of 5 over both DeepLoc files
+  "$py" -m pyro_seq train localizer "${loc[@]/deeploc/cv}" --fold 0 --num-folds 5 --max-minutes 18 --out "$out/loc_cv0"
 fi
 if [[ "$what" == ss || "$what" == all ]]; then
   "$py" -m pyro_seq train secondary-structure "${ss[@]}" --out "$out/ss_det"
