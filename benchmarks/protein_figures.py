@@ -58,6 +58,21 @@ def _table(kind, results):
     return head + rows
 
 
+def structure_cv_summary(runs):
+    """Mean and standard deviation over the CB513 folds that were run (``ss_det`` = fold 0, ``ss_det_f<k>``)."""
+    import numpy as np
+
+    records = [json.loads((r / "test.json").read_text()) for r in [runs / "ss_det", *sorted(runs.glob("ss_det_f*"))] if (r / "test.json").is_file()]
+    if len(records) < 2:
+        return ""
+    lines = f"\nCB513, {len(records)} folds (folds {', '.join(str(r['fold']) for r in records)}), mean ± sd over folds:\n\n| variant | Q8 | Q3 | ECE % |\n|---|---|---|---|\n"
+    for variant in ("deterministic", "mc_dropout"):
+        m = [next(iter(r["tests"].values()))[variant] for r in records]
+        q8, q3, ece = (np.array([x[k] for x in m]) for k in ("q8", "q3", "ece"))
+        lines += f"| {VARIANT_NAMES[variant]} | {q8.mean():.3f} ± {q8.std(ddof=1):.3f} | {q3.mean():.3f} ± {q3.std(ddof=1):.3f} | {100 * ece.mean():.2f} ± {100 * ece.std(ddof=1):.2f} |\n"
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="runs/protein")
@@ -104,6 +119,7 @@ def main():
             batch = max(batches, key=lambda b: int(b.eval_mask.sum()) if b.eval_mask is not None else 0)
             structure_strip(model, batch.tokens, batch.mask, batch.y, out / "protein_structure_strip.png", index=0, max_residues=400,
                             guide=guide if model.bayesian_last_layer else None, num_samples=args.num_samples if model.bayesian_last_layer else 1)
+    text += structure_cv_summary(runs)
     (out / "protein_table.md").write_text(text)
     (out / "protein_table.json").write_text(json.dumps(everything, indent=2) + "\n")
     print(text)
