@@ -15,35 +15,32 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pyro_seq.calibration import reliability_diagram
 from pyro_seq.cli import load_model
-from pyro_seq.protein import _batches, localization_metrics, structure_metrics, test_sets_of
+from pyro_seq.data.protein import protein_batches
+from pyro_seq.protein import evaluate_protein, test_sets_of
 from pyro_seq.protein_plots import attention_profile, attention_track, filter_logos, structure_strip
 
 VARIANT_NAMES = {"deterministic": "deterministic", "mc_dropout": "MC dropout", "bayesian": "Bayesian last layer"}
 
 
 def _evaluate(runs, kind, names, num_samples, seed):
+    """Every variant of each run's best checkpoint on its protocol's test sets (:func:`evaluate_protein`)."""
     results, bins, models = {}, {}, {}
     for run in names:
         path = runs / run / "best.pt"
         if not path.is_file():
             continue
         model, guide, _, state = load_model(path)
-        models[run] = (model, guide, state)
-        metrics_fn = localization_metrics if kind == "localizer" else structure_metrics
-        from pyro_seq.protein import variants_of
-
-        for test_name, records in test_sets_of(state).items():
-            batches = _batches(kind, records, 64, state["config"]["data"]["max_length"])
-            for variant in variants_of(model):
-                torch.manual_seed(seed)
-                metrics, b = metrics_fn(model, guide, batches, variant, num_samples)
+        tests = test_sets_of(state)
+        models[run] = (model, guide, state, tests)
+        record, run_bins = evaluate_protein(model, guide, state, tests, None, num_samples, seed)
+        for test_name, variants in record["tests"].items():
+            for variant, metrics in variants.items():
                 metrics.pop("confusion", None)
                 results.setdefault(test_name, {})[variant] = {**metrics, "run": run, "epoch": state.get("epoch")}
-                bins.setdefault(test_name, {})[VARIANT_NAMES[variant]] = b
+                bins.setdefault(test_name, {})[VARIANT_NAMES[variant]] = run_bins[test_name][variant]
     return results, bins, models
 
 
@@ -91,14 +88,10 @@ def main():
         text += f"### {kind}\n\n" + _table(kind, results) + "\n"
         first = next(iter(bins))
         reliability_diagram(bins[first], out / f"protein_reliability_{figure}.png", title=f"{kind} on {first}: reliability of the three variants")
-        model, guide, state = models[next(n for n in names if n in models)]
-        tests = test_sets_of(state)
+        model, guide, state, tests = models[next(n for n in names if n in models)]
         test_name, records = next(iter(tests.items()))
-        max_length = state["config"]["data"]["max_length"]
-        batches = _batches(kind, records, 64, max_length)
+        batches = protein_batches(records, 64, max_length=state["config"]["data"]["max_length"])
         if kind == "localizer":
-            from pyro_seq.data.protein import LOCATIONS
-
             attention_profile(model, batches, out / "protein_attention_profile.png", title=f"attention along the proteins of {test_name} (loc_det)")
             from pyro_seq.protein_plots import kyte_doolittle
 

@@ -122,12 +122,10 @@ def _site_sum(site):
     return log_p.sum()
 
 
-def elbo_terms(model_trace, guide_trace):
+def _elbo_sums(model_trace, guide_trace):
     """
-    Log-likelihood and latent terms of one particle, unscaled by any warm-up.
-
-    :returns: dict of detached scalars ``log_likelihood`` (observed sites) and
-        ``kl`` (Monte Carlo :math:`\\log q - \\log p` over latent sites).
+    ``(log_likelihood, kl)`` of one particle with their graphs: the observed sites' log density
+    and the Monte Carlo :math:`\\log q - \\log p` over the latent sites (traces with log probs).
     """
     log_likelihood, kl = 0.0, 0.0
     for site in model_trace.nodes.values():
@@ -139,10 +137,18 @@ def elbo_terms(model_trace, guide_trace):
     for site in guide_trace.nodes.values():
         if site["type"] == "sample" and not site["is_observed"]:
             kl = kl + _site_sum(site)
-    return {
-        "log_likelihood": torch.as_tensor(log_likelihood).detach(),
-        "kl": torch.as_tensor(kl).detach(),
-    }
+    return torch.as_tensor(log_likelihood), torch.as_tensor(kl)
+
+
+def elbo_terms(model_trace, guide_trace):
+    """
+    Log-likelihood and latent terms of one particle, unscaled by any warm-up.
+
+    :returns: dict of detached scalars ``log_likelihood`` (observed sites) and
+        ``kl`` (Monte Carlo :math:`\\log q - \\log p` over latent sites).
+    """
+    log_likelihood, kl = _elbo_sums(model_trace, guide_trace)
+    return {"log_likelihood": log_likelihood.detach(), "kl": kl.detach()}
 
 
 class WarmupELBOMixin:
@@ -610,9 +616,7 @@ class VAEGANLoss(ELBO):
             raise ValueError("VAEGANLoss needs a model that records discriminator logits (VAEGAN with likelihood='features')")
         for trace in (guide_trace, model_trace):
             trace.compute_log_prob()
-        log_likelihood = sum(_site_sum(s) for s in model_trace.nodes.values() if s["type"] == "sample" and s["is_observed"])
-        kl = sum(_site_sum(s) for s in guide_trace.nodes.values() if s["type"] == "sample" and not s["is_observed"])
-        kl = kl - sum(_site_sum(s) for s in model_trace.nodes.values() if s["type"] == "sample" and not s["is_observed"])
+        log_likelihood, kl = _elbo_sums(model_trace, guide_trace)
         real, recon = model_trace.nodes[LOGITS_SITE]["value"].unbind(-1)  # [batch] each
         prior = prior_trace.nodes[LOGITS_SITE]["value"][..., 1]  # [batch]
         softplus = torch.nn.functional.softplus

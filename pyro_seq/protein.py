@@ -192,11 +192,10 @@ def structure_metrics(model, guide, batches, variant="deterministic", num_sample
 
     :returns: ``(metrics dict, reliability bins)``.
     """
+    from pyro_seq.data.protein import q8_to_q3
     from pyro_seq.models.protein import q8_probs_to_q3
 
     probs, labels, q3_hits = [], [], []
-    from pyro_seq.data.protein import q8_to_q3
-
     for batch in batches:
         keep = batch.mask & (batch.y >= 0)
         if batch.eval_mask is not None:
@@ -259,17 +258,12 @@ def add_arguments(parser, positive_int, int_list) -> None:
     g.add_argument("--no-progress", action="store_true")
 
 
-def _batches(kind, records, batch_size, max_length, **kwargs):
-    from pyro_seq.data.protein import protein_batches
-
-    return protein_batches(records, batch_size, max_length=max_length, **kwargs)
-
-
 def cmd_train(args, resolve_device, load_model) -> int:
     """Train a protein model, then evaluate its best checkpoint on the protocol's test sets."""
     import pyro
 
     from pyro_seq.checkpoint import check_resume_data
+    from pyro_seq.data.protein import protein_batches
     from pyro_seq.trainer import BEST_CHECKPOINT, LOG_FILE, Trainer
 
     kind = args.model
@@ -300,8 +294,8 @@ def cmd_train(args, resolve_device, load_model) -> int:
     (out / "config.json").write_text(json.dumps({"kind": kind, **config}, indent=2) + "\n")
     trainer = Trainer(
         model, guide, loss,
-        lambda epoch: _batches(kind, train, args.batch_size, args.max_length, shuffle=True, seed=args.seed, epoch=epoch),
-        _batches(kind, valid, 64, args.max_length),
+        lambda epoch: protein_batches(train, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch, max_length=args.max_length),
+        protein_batches(valid, 64, max_length=args.max_length),
         lr=args.lr, clip_norm=args.clip_norm, weight_decay=args.weight_decay, device=device, out_dir=out,
         seed=args.seed, patience=args.patience, kind=kind, config=config,
         progress=False if args.no_progress else None, log_every=args.log_every, max_bad_steps=args.max_bad_steps,
@@ -314,16 +308,16 @@ def cmd_train(args, resolve_device, load_model) -> int:
     summary = trainer.fit(args.epochs)
     logger.info("training done: %d epochs, best valid error %.2f%% at epoch %s (%.1fs)", summary["epochs"], summary["best_valid"], summary["best_epoch"], time.perf_counter() - start)
     model, guide, _, state = load_model(out / BEST_CHECKPOINT, device=device, kind=kind)
-    record = evaluate_protein(model, guide, state, tests, out, args.mc_samples, args.seed, device)
+    record, _ = evaluate_protein(model, guide, state, tests, out, args.mc_samples, args.seed, device)
     record["train_seconds"] = trainer.elapsed
+    tests_without_confusion = {
+        name: {variant: {k: v for k, v in m.items() if k != "confusion"} for variant, m in variants.items()}
+        for name, variants in record["tests"].items()
+    }
     with open(out / LOG_FILE, "a") as f:
-        f.write(json.dumps({"event": "test", **_without_confusion(record)}) + "\n")
+        f.write(json.dumps({"event": "test", **record, "tests": tests_without_confusion}) + "\n")
     (out / "test.json").write_text(json.dumps(record, indent=2) + "\n")
     return 0
-
-
-def _without_confusion(record):
-    return {k: ({n: {v: {m: x for m, x in r.items() if m != "confusion"} for v, r in d.items()} for n, d in value.items()} if k == "tests" else value) for k, value in record.items()}
 
 
 def variants_of(model):
@@ -336,23 +330,27 @@ def variants_of(model):
 def evaluate_protein(model, guide, state, tests, out, num_samples=20, seed=0, device="cpu"):
     """
     Test figures of a protein checkpoint on each named test set for every variant of
-    :func:`variants_of`, and a reliability diagram per test set (``reliability_<name>.png``).
+    :func:`variants_of`, and a reliability diagram per test set (``out/reliability_<name>.png``;
+    none when ``out`` is ``None``).
 
-    :returns: ``{"kind", "epoch", "tests": {name: {variant: metrics}}}``.
+    :returns: ``(record, bins)``: ``record = {"kind", "epoch", ..., "tests": {name: {variant:
+        metrics}}}`` and the reliability bins ``{name: {variant: bins}}``.
     """
     import pyro
 
     from pyro_seq.calibration import reliability_diagram
+    from pyro_seq.data.protein import protein_batches
 
     kind = state["kind"]
     data = state["config"]["data"]
     metrics_fn = localization_metrics if kind == "localizer" else structure_metrics
     record = {"kind": kind, "epoch": state.get("epoch"), "protocol": data.get("protocol"), "fold": data.get("fold"),
               "max_length": data.get("max_length"), "num_samples": num_samples, "tests": {}}
+    all_bins = {}
     for name, records in tests.items():
-        batches = [b.to(device) for b in _batches(kind, records, 64, data.get("max_length"))]
+        batches = [b.to(device) for b in protein_batches(records, 64, max_length=data.get("max_length"))]
         record["tests"][name] = {}
-        bins = {}
+        bins = all_bins[name] = {}
         for variant in variants_of(model):
             pyro.set_rng_seed(seed)
             metrics, bins[variant] = metrics_fn(model, guide, batches, variant, num_samples)
@@ -360,11 +358,10 @@ def evaluate_protein(model, guide, state, tests, out, num_samples=20, seed=0, de
             figure = metrics.get("accuracy", metrics.get("q8"))
             extra = f", Gorodkin {metrics['gorodkin']:.3f}" if "gorodkin" in metrics else f", Q3 {metrics['q3']:.3f}"
             line = f"{kind} {name} ({variant}): accuracy {figure:.3f}{extra}, NLL {metrics['nll']:.3f}, ECE {100 * metrics['ece']:.2f}% over {metrics['num_items']} {'proteins' if kind == 'localizer' else 'residues'}"
-            logger.info(line)
             print(line)
         if out is not None:
             reliability_diagram(bins, Path(out) / f"reliability_{name}.png", title=f"{kind} on {name} (epoch {state.get('epoch')})")
-    return record
+    return record, all_bins
 
 
 def test_sets_of(state, data_root=None):
@@ -379,7 +376,7 @@ def test_sets_of(state, data_root=None):
 def cmd_evaluate(args, model, guide, state, device) -> int:
     """``pyro-seq evaluate`` for protein checkpoints: the protocol's test sets, every variant."""
     out = Path(args.output).parent if args.output else Path(args.checkpoint).parent
-    record = evaluate_protein(model, guide, state, test_sets_of(state, args.data_root), out, args.num_samples, args.seed, device)
+    record, _ = evaluate_protein(model, guide, state, test_sets_of(state, args.data_root), out, args.num_samples, args.seed, device)
     output = Path(args.output) if args.output else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_test_eval.json")
     output.write_text(json.dumps(record, indent=2) + "\n")
     print(f"  written to {output}")

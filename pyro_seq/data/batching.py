@@ -191,6 +191,29 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
+def batch_order(lengths, batch_size, shuffle=True, seed=0, epoch=0, group_by_length=True):
+    """
+    The indices of each batch, in iteration order, for items of the given ``lengths``: with
+    ``group_by_length`` the items are sorted by length (ties in a random order when shuffling) and
+    cut into consecutive batches, whose order is then shuffled when ``shuffle``; without it, a
+    (shuffled) order cut into batches. All randomness comes from
+    ``numpy.random.default_rng([seed, epoch])``.
+
+    :param lengths: int array ``[N]``.
+    :rtype: list[numpy.ndarray]
+    """
+    lengths = np.asarray(lengths)
+    n = len(lengths)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    if group_by_length:
+        order = order[np.argsort(lengths[order], kind="stable")]
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if shuffle and group_by_length:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
 class BatchIterator:
     """
     Re-iterable batches of padded sequences.
@@ -251,15 +274,7 @@ class BatchIterator:
 
         :rtype: list[numpy.ndarray]
         """
-        n = len(self._tensors)
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
-        if self.group_by_length:
-            order = order[np.argsort(self.lengths[order], kind="stable")]
-        batches = [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
-        if self.shuffle and self.group_by_length:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
+        return batch_order(self.lengths, self.batch_size, self.shuffle, self.seed, self.epoch, self.group_by_length)
 
     def __iter__(self):
         for idx in self.batch_indices():

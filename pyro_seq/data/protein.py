@@ -80,6 +80,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
+from .batching import _check_int, batch_order
 from .download import DataIntegrityError
 from .images import ImageFile, _fetch_verified
 
@@ -1058,12 +1059,6 @@ def _items(data, target):
     return out
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def protein_batches(
     records_or_arrays,
     batch_size,
@@ -1142,14 +1137,7 @@ def protein_batches(
             for t, y, m, e, w in items
         ]
     lengths = np.array([len(t) for t, _, _, _, _ in items], dtype=np.int64)  # [N]
-    n = len(items)
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(n) if shuffle else np.arange(n)
-    if sort_by_length:
-        order = order[np.argsort(lengths[order], kind="stable")]
-    chunks = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    if shuffle and sort_by_length:
-        chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+    chunks = batch_order(lengths, batch_size, shuffle, seed, epoch, sort_by_length)
     return [_collate([items[i] for i in idx], idx, per_residue) for idx in chunks]
 
 
