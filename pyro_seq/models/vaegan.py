@@ -10,7 +10,7 @@ import torch.nn as nn
 from pyro.nn import PyroModule
 
 from pyro_seq.nn import MIN_SCALE, bounded_loc_scale
-from pyro_seq.util import module_tensor, record
+from pyro_seq.util import check_dtype_device, module_tensor, record
 
 #: Image sizes with a network layout: the paper's 64×64 CelebA networks and a 28×28 variant.
 IMAGE_SIZES = (64, 28)
@@ -152,8 +152,7 @@ def check_image_batch(x, channels, image_size, name="x", like=None):
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor of pixel values in [0, 1], got dtype {x.dtype}")
-    if like is not None and (x.dtype != like.dtype or x.device != like.device):
-        raise ValueError(f"{name} has dtype {x.dtype} on {x.device}, the model's parameters {like.dtype} on {like.device}")
+    check_dtype_device(x, like, name)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf values")
     low, high = float(x.min()), float(x.max())
