@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed
 
-from pyro_seq import protein, semi_supervised, vaegan
+from pyro_seq import protein, semi_supervised, spatial, vaegan
 from pyro_seq.semi_supervised import SEMI_SUPERVISED_MODELS, build_semi_supervised
 
 __all__ = ["MODELS", "TRAIN_OPTIONS", "UsageError", "DATA_NAMES", "build_lvae", "build_srnn", "build_zforcing", "load_model", "main", "resolve_device"]
@@ -167,6 +167,8 @@ for _kind in vaegan.IMAGE_MODELS:  # vaegan, vae: see pyro_seq.vaegan
     MODELS[_kind] = functools.partial(vaegan.build_vaegan, _kind)
 for _kind in protein.PROTEIN_MODELS:  # localizer, secondary-structure: see pyro_seq.protein
     MODELS[_kind] = functools.partial(protein.build_protein, _kind)
+for _kind in spatial.SPN_MODELS:  # rnn-spn, ffn-spn, cnn: see pyro_seq.spatial
+    MODELS[_kind] = functools.partial(spatial.build_spn, _kind)
 
 
 def _add_srnn_arguments(parser: argparse.ArgumentParser) -> None:
@@ -637,6 +639,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return vaegan.cmd_evaluate(args, model, guide, state, device)
     if state["kind"] in protein.PROTEIN_MODELS:  # accuracy and calibration on the protocol's test sets
         return protein.cmd_evaluate(args, model, guide, state, device)
+    if state["kind"] in spatial.SPN_MODELS:  # digit and sequence error on the variant's test split
+        return spatial.cmd_evaluate(args, model, guide, state, device)
     config = state["config"]
     data = config.get("data", {})
     name = args.data or data.get("name")
@@ -880,6 +884,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = kinds.add_parser(kind, help=f"train {help_text}", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         protein.add_arguments(p, _positive_int, _int_list)
         p.set_defaults(func=functools.partial(protein.cmd_train, resolve_device=resolve_device, load_model=load_model))
+    for kind, help_text in (("rnn-spn", "the recurrent spatial transformer (one glimpse per digit)"), ("ffn-spn", "the feed-forward spatial transformer (one glimpse, a head per digit)"), ("cnn", "the CNN baseline (the down-sampled whole image, a head per digit)")):
+        p = kinds.add_parser(kind, help=f"train {help_text} on cluttered MNIST sequences", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        spatial.add_arguments(p, _positive_int)
+        p.set_defaults(func=functools.partial(spatial.cmd_train, resolve_device=resolve_device, load_model=load_model))
 
     # evaluate
     p = commands.add_parser("evaluate", help="test bounds of a checkpoint", formatter_class=argparse.ArgumentDefaultsHelpFormatter)

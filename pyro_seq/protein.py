@@ -32,6 +32,8 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 
+from pyro_seq.guides.point import PointEstimateGuide
+
 __all__ = [
     "PROTEIN_MODELS",
     "build_protein",
@@ -78,15 +80,6 @@ def gorodkin_correlation(confusion):
 
 def _confusion(labels, predicted, num_classes):
     return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-class PointEstimateGuide(torch.nn.Module):
-    """The empty guide of a network without latent variables: ``Trace_ELBO`` is then the cross-entropy."""
-
-    def forward(self, *args, **kwargs):
-        return None
-
-    config = {}
 
 
 def build_protein(kind: str, config: Dict[str, Any]) -> Tuple[Any, Any, Any]:

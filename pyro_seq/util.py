@@ -66,6 +66,22 @@ def check_dtype_device(x, like, name="x"):
         )
 
 
+def check_int_labels(y, shape, low, high, name, what, note=""):
+    """``None`` or an integer tensor of ``shape`` with values in ``low .. high``, as int64."""
+    if y is None:
+        return None
+    if not torch.is_tensor(y):
+        raise TypeError(f"{name} must be a torch.Tensor of {what} or None, got {type(y).__name__}")
+    if y.is_floating_point() or y.dtype == torch.bool or y.is_complex():
+        raise ValueError(f"{name} must hold integer {what} (e.g. torch.long), got dtype {y.dtype}")
+    if tuple(y.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {tuple(y.shape)}")
+    bad = (y < low) | (y > high)
+    if bool(bad.any()):
+        raise ValueError(f"{name} must hold {what} in {low}..{high}{note}; found {torch.unique(y[bad])[:10].tolist()}")
+    return y.long()
+
+
 def check_values(x, binary=False, name="x", hint=""):
     """
     The values of a floating-point data tensor: finite, and 0/1 for a Bernoulli likelihood

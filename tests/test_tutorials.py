@@ -95,3 +95,19 @@ def test_vaegan_faces_tutorial_smoke(tmp_path):
         for stem in ("reconstructions", "samples"):
             assert (tmp_path / f"{stem}_{name}.png").stat().st_size > 0
     assert "discriminator_feature_mse" in result["vaegan"] and "d_real" in result["vaegan"]
+
+
+def test_rnn_spn_tutorial_smoke(tmp_path, monkeypatch):
+    from conftest import shared_data_root
+
+    root = shared_data_root()
+    if not (root / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
+        import pytest
+
+        pytest.skip("MNIST not under the data root")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the generated images go to a temporary cache
+    result = load("rnn_spn_cluttered").main(["--smoke", "--data-root", str(root), "--out", str(tmp_path)])
+    for metrics in result.values():
+        assert metrics["num_images"] == 40 and 0 <= metrics["digit_error"] <= metrics["sequence_error"] <= 100
+    assert "posterior_scale" in result["stochastic"] and "posterior_scale" not in result["deterministic"]
+    assert (tmp_path / "glimpses_stochastic.png").stat().st_size > 0

@@ -22,6 +22,9 @@ Data sets and batching for :mod:`pyro_seq`.
   :func:`tokenize`, :func:`encoding_matrix` (one-hot, BLOSUM62), :func:`q8_to_q3`,
   :func:`cap_length`, :func:`sequence_folds` and :func:`protein_batches` /
   :class:`ProteinBatch`.
+* :func:`load_cluttered_mnist` -- cluttered MNIST digit sequences (three digits on 100×100,
+  or one on 40×40), generated from MNIST with a seed and cached (:class:`ClutteredMNIST`,
+  :class:`ClutteredBatches`).
 * :func:`load_semi_supervised` -- semi-supervised image tasks (``digits``, offline, and
   ``dynamic_mnist``) with a seeded labelled subset, and :class:`SemiSupervisedBatches` of
   labelled and unlabelled mini-batches per step.
@@ -50,6 +53,16 @@ from .download import (
     sha256sum,
 )
 from .batching import SequenceDataset
+from .cluttered import (
+    CLUTTERED_SPLIT_SIZES,
+    CLUTTERED_VARIANTS,
+    ClutterConfig,
+    ClutteredBatch,
+    ClutteredBatches,
+    ClutteredMNIST,
+    generate_cluttered,
+    load_cluttered_mnist,
+)
 from .faces import OLIVETTI_FILE, load_olivetti_faces, olivetti_split
 from .images import (
     IMAGE_DATASETS,
@@ -107,6 +120,14 @@ from .semisupervised import (
 from .wav import WavData, WavStats, load_wav_frames
 
 __all__ = [
+    "CLUTTERED_SPLIT_SIZES",
+    "CLUTTERED_VARIANTS",
+    "ClutterConfig",
+    "ClutteredBatch",
+    "ClutteredBatches",
+    "ClutteredMNIST",
+    "generate_cluttered",
+    "load_cluttered_mnist",
     "AMINO_ACIDS",
     "BLOSUM62",
     "BatchIterator",

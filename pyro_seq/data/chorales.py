@@ -46,13 +46,12 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .download import DataIntegrityError, DataUnavailableError, _umask_mode, resolve_data_root
+from .download import DataIntegrityError, DataUnavailableError, atomic_savez, resolve_data_root
 
 __all__ = [
     "CHORALES_RELPATH",
@@ -194,25 +193,6 @@ def _split_assignment(n, seed, fractions):
     return assign
 
 
-def _atomic_savez(path, arrays):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _pack(data, meta):
     arrays = {
         "version": np.array(CHORALES_VERSION, dtype=np.int64),
@@ -295,7 +275,7 @@ def build_chorales(
     if path is not False:
         if path is None:
             path = resolve_data_root(data_root) / CHORALES_RELPATH
-        _atomic_savez(path, _pack(data, meta))
+        atomic_savez(path, _pack(data, meta))
     return data, meta
 
 
@@ -375,7 +355,7 @@ def load_chorales(data_root=None, build=True, rebuild=False, workers=None):
         )
     data, meta = build_chorales(path=False, workers=workers)
     try:
-        _atomic_savez(path, _pack(data, meta))
+        atomic_savez(path, _pack(data, meta))
     except OSError as e:
         logger.warning(
             "Could not write the chorales cache to %s (%s); using an in-memory copy", path, e

@@ -37,6 +37,7 @@ __all__ = [
     "DataIntegrityError",
     "DataUnavailableError",
     "DownloadIntegrityError",
+    "atomic_savez",
     "default_cache_dir",
     "fetch",
     "resolve_data_root",
@@ -136,6 +137,32 @@ def _umask_mode():
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def atomic_savez(path, arrays):
+    """
+    Write ``arrays`` (name -> array) as a compressed ``.npz`` at ``path`` atomically: into a
+    temporary file in the same folder, flushed to disk, then moved into place with
+    :func:`os.replace`, so a killed writer never leaves a partial file under ``path``.
+    """
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def _check_relpath(relpath):

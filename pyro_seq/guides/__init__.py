@@ -10,10 +10,12 @@ so every parameter keeps exactly one Pyro name.
 from pyro_seq.guides.auxiliary import AuxiliaryLatentGuide, AuxiliaryModel, add_auxiliary
 from pyro_seq.guides.ladder import BottomUpGuide, LadderGuide
 from pyro_seq.guides.lgssm import LinearGaussianSSMGuide
+from pyro_seq.guides.point import PointEstimateGuide
 from pyro_seq.guides.protein import LastLayerGuide
 from pyro_seq.guides.semisupervised import AuxiliaryGuide, Prediction
+from pyro_seq.guides.spatial import SpatialAttentionGuide
 from pyro_seq.guides.srnn import GUIDE_KINDS, SRNNGuide
 from pyro_seq.guides.vaegan import VAEGANGuide
 from pyro_seq.guides.zforcing import AUXILIARY_KINDS, ZForcingGuide
 
-__all__ = ["AUXILIARY_KINDS", "AuxiliaryGuide", "AuxiliaryLatentGuide", "AuxiliaryModel", "add_auxiliary", "Prediction", "BottomUpGuide", "GUIDE_KINDS", "LadderGuide", "LastLayerGuide", "LinearGaussianSSMGuide", "SRNNGuide", "VAEGANGuide", "ZForcingGuide"]
+__all__ = ["AUXILIARY_KINDS", "AuxiliaryGuide", "AuxiliaryLatentGuide", "AuxiliaryModel", "add_auxiliary", "Prediction", "BottomUpGuide", "GUIDE_KINDS", "LadderGuide", "LastLayerGuide", "LinearGaussianSSMGuide", "PointEstimateGuide", "SRNNGuide", "SpatialAttentionGuide", "VAEGANGuide", "ZForcingGuide"]

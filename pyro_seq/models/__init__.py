@@ -7,7 +7,9 @@ prefix ``mask [batch, time]`` (images, for :class:`LadderVAE`, are one-frame
 sequences ``[batch, 1, x_dim]`` or plain ``[batch, x_dim]``; the protein models,
 :class:`ProteinLocalizer` and :class:`SecondaryStructureBLSTM`, read token ids
 ``[batch, length]`` and are discriminative: ``Trace_ELBO`` with an empty guide is their
-cross-entropy); pair it with a guide from :mod:`pyro_seq.guides`
+cross-entropy; so are the digit-sequence classifiers :class:`RecurrentSpatialTransformer`,
+:class:`FeedForwardSpatialTransformer` and :class:`ConvDigitClassifier`, which read images
+``[batch, 1, S, S]`` and digit labels ``[batch, D]``); pair it with a guide from :mod:`pyro_seq.guides`
 and an ELBO from :mod:`pyro_seq.losses`::
 
     model = SRNN(x_dim=88)
@@ -20,8 +22,9 @@ from pyro_seq.models.ladder import LadderVAE
 from pyro_seq.models.lgssm import LinearGaussianSSM
 from pyro_seq.models.protein import ProteinLocalizer, SecondaryStructureBLSTM, q8_probs_to_q3
 from pyro_seq.models.semisupervised import ADGM, M2, SDGM, SemiSupervisedVAE
+from pyro_seq.models.spatial import ConvDigitClassifier, FeedForwardSpatialTransformer, RecurrentSpatialTransformer
 from pyro_seq.models.srnn import LIKELIHOODS, SRNN
 from pyro_seq.models.vaegan import VAEGAN
 from pyro_seq.models.zforcing import ZForcing
 
-__all__ = ["ADGM", "LIKELIHOODS", "LadderVAE", "LinearGaussianSSM", "M2", "ProteinLocalizer", "SDGM", "SRNN", "SecondaryStructureBLSTM", "SemiSupervisedVAE", "VAEGAN", "ZForcing", "q8_probs_to_q3"]
+__all__ = ["ADGM", "ConvDigitClassifier", "FeedForwardSpatialTransformer", "LIKELIHOODS", "LadderVAE", "LinearGaussianSSM", "M2", "ProteinLocalizer", "RecurrentSpatialTransformer", "SDGM", "SRNN", "SecondaryStructureBLSTM", "SemiSupervisedVAE", "VAEGAN", "ZForcing", "q8_probs_to_q3"]

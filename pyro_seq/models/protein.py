@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pyro_seq.util import check_int_labels as _check_int_labels
 from pyro_seq.util import check_mask_values, module_tensor
 
 __all__ = [
@@ -148,22 +149,6 @@ def check_proteins(tokens, mask=None, like=None, name="tokens"):
             "PAD is only allowed where mask is False (use UNKNOWN for unknown residues)"
         )
     return tokens, mask, lengths
-
-
-def _check_int_labels(y, shape, low, high, name, what, note=""):
-    """``None`` or an integer tensor of ``shape`` with values in ``low .. high``, as int64."""
-    if y is None:
-        return None
-    if not torch.is_tensor(y):
-        raise TypeError(f"{name} must be a torch.Tensor of {what} or None, got {type(y).__name__}")
-    if y.is_floating_point() or y.dtype == torch.bool or y.is_complex():
-        raise ValueError(f"{name} must hold integer {what} (e.g. torch.long), got dtype {y.dtype}")
-    if tuple(y.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {tuple(y.shape)}")
-    bad = (y < low) | (y > high)
-    if bool(bad.any()):
-        raise ValueError(f"{name} must hold {what} in {low}..{high}{note}; found {torch.unique(y[bad])[:10].tolist()}")
-    return y.long()
 
 
 def _check_num_data(num_data, batch):
