@@ -31,6 +31,7 @@ import torch.distributed
 
 from pyro_seq import protein, semi_supervised, spatial, vaegan
 from pyro_seq.semi_supervised import SEMI_SUPERVISED_MODELS, build_semi_supervised
+from pyro_seq.trainer import add_run_arguments
 
 __all__ = ["MODELS", "TRAIN_OPTIONS", "UsageError", "DATA_NAMES", "build_lvae", "build_srnn", "build_zforcing", "load_model", "main", "resolve_device"]
 
@@ -860,16 +861,9 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--aux-start", type=float, default=None, help="w at step 0, ramped linearly to --aux-weight (default: --aux-weight)")
         g.add_argument("--aux-steps", type=int, default=0, help="steps of the linear ramp of w")
         g.add_argument("--backward-weight", type=float, default=0.0, help="weight of the backward RNN's prediction loss (Z-Forcing only; 0: off)")
-        g.add_argument("--patience", type=_positive_int, default=None, help="early stopping patience in epochs (default: off)")
-        g.add_argument("--max-minutes", type=float, default=None, help="training-time budget: stop after the epoch that reaches it (counts time before a --resume; the log says where it stopped)")
-        g.add_argument("--seed", type=int, default=0)
-        g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-        g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
         g.add_argument("--distributed", action="store_true", help="data-parallel over the processes torchrun starts (Gloo on CPU, NCCL on GPUs; gradients summed over ranks, so each step sees WORLD_SIZE x --batch-size sequences); rank 0 logs, validates, checkpoints and tests")
         g.add_argument("--eval-samples", type=int, default=100, help="K for the test IWAE bound at the end (0: skip the test evaluation)")
-        g.add_argument("--log-every", type=int, default=0, help="also log every N steps")
-        g.add_argument("--max-bad-steps", type=_positive_int, default=10, help="stop after N consecutive non-finite steps")
-        g.add_argument("--no-progress", action="store_true", help="no progress bar")
+        add_run_arguments(g, _positive_int)
         add_arguments(p)
         p.set_defaults(func=cmd_train)
     for kind in SEMI_SUPERVISED_MODELS:

@@ -219,6 +219,8 @@ def _eval_fn(kind, num_samples=1):
 
 def add_arguments(parser, positive_int, int_list) -> None:
     """Command-line options of ``pyro-seq train localizer|secondary-structure``."""
+    from pyro_seq.trainer import add_run_arguments
+
     g = parser.add_argument_group("data and protocol")
     g.add_argument("--data-root", default=None, help="data root (default: $PYRO_SEQ_DATA, else ~/.cache/pyro_seq)")
     g.add_argument("--protocol", choices=PROTOCOLS, default="deeploc", help="localizer: deeploc (train on the DeepLoc validation file, test on its test split and setHARD) or cv (folds over both files); secondary-structure always folds CB513")
@@ -240,15 +242,8 @@ def add_arguments(parser, positive_int, int_list) -> None:
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--clip-norm", type=float, default=5.0)
     g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--patience", type=positive_int, default=None)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto")
-    g.add_argument("--resume", action="store_true")
-    g.add_argument("--max-minutes", type=float, default=None)
+    add_run_arguments(g, positive_int)
     g.add_argument("--mc-samples", type=positive_int, default=20, help="MC-dropout passes / weight samples of the test evaluation")
-    g.add_argument("--log-every", type=int, default=0)
-    g.add_argument("--max-bad-steps", type=positive_int, default=10)
-    g.add_argument("--no-progress", action="store_true")
 
 
 def cmd_train(args, resolve_device, load_model) -> int:

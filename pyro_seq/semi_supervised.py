@@ -106,6 +106,7 @@ def build_semi_supervised(kind: str, config: Dict[str, Any]) -> Tuple[Any, Any, 
 def add_arguments(parser, positive_int, int_list) -> None:
     """Command-line options of ``pyro-seq train m2|adgm|sdgm``."""
     from pyro_seq.data import SEMI_SUPERVISED_DATASETS
+    from pyro_seq.trainer import add_run_arguments
 
     g = parser.add_argument_group("data")
     g.add_argument("--data", choices=SEMI_SUPERVISED_DATASETS, default="digits", help="digits (scikit-learn's 8x8 digits, offline) or dynamic_mnist (MNIST from the data root, binarized per step)")
@@ -132,15 +133,8 @@ def add_arguments(parser, positive_int, int_list) -> None:
     g.add_argument("--warmup-steps", type=int, default=0, help="steps of linear β warm-up to 1 (0: none)")
     g.add_argument("--valid-samples", type=positive_int, default=10, help="samples of a per image for the validation error")
     g.add_argument("--eval-samples", type=int, default=100, help="samples of a per image for the test error at the end (0: skip)")
-    g.add_argument("--patience", type=positive_int, default=None, help="early stopping patience in epochs (default: off)")
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and binarization")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    add_run_arguments(g, positive_int, seed_help="seed of initialisation, batches and binarization")
     g.add_argument("--distributed", action="store_true", help="data-parallel over the processes torchrun starts (gradients averaged over ranks: each step sees WORLD_SIZE x the labelled and unlabelled batches); rank 0 logs, validates, checkpoints and tests")
-    g.add_argument("--max-minutes", type=float, default=None, help="training-time budget: stop after the epoch that reaches it")
-    g.add_argument("--log-every", type=int, default=0, help="also log every N steps")
-    g.add_argument("--max-bad-steps", type=positive_int, default=10, help="stop after N consecutive non-finite steps")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def cmd_train(args, resolve_device, load_model) -> int:

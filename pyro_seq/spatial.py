@@ -194,6 +194,7 @@ def glimpse_figure(model, guide, x, y, path, title=None, num_draws=8):
 def add_arguments(parser, positive_int) -> None:
     """Command-line options of ``pyro-seq train rnn-spn|ffn-spn|cnn``."""
     from pyro_seq.data.cluttered import CLUTTERED_VARIANTS
+    from pyro_seq.trainer import add_run_arguments
 
     g = parser.add_argument_group("data")
     g.add_argument("--variant", choices=sorted(CLUTTERED_VARIANTS), default="sequence3", help="three digits on 100x100 (the paper's task) or one digit on 40x40")
@@ -218,15 +219,8 @@ def add_arguments(parser, positive_int) -> None:
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--clip-norm", type=float, default=5.0)
     g.add_argument("--attention-lr-scale", type=float, default=0.1, help="learning rate of the attention (localisation) networks, relative to --lr")
-    g.add_argument("--patience", type=positive_int, default=None)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto")
-    g.add_argument("--resume", action="store_true")
-    g.add_argument("--max-minutes", type=float, default=None)
+    add_run_arguments(g, positive_int)
     g.add_argument("--mc-samples", type=positive_int, default=8, help="glimpse draws per image at test time (--stochastic-attention)")
-    g.add_argument("--log-every", type=int, default=0)
-    g.add_argument("--max-bad-steps", type=positive_int, default=10)
-    g.add_argument("--no-progress", action="store_true")
 
 
 def _load_split(data, split, num_images, data_root=None):

@@ -49,7 +49,7 @@ from pyro_seq.checkpoint import (
 )
 from pyro_seq.distributed import DistributedContext, rank_seed, shard_batches
 
-__all__ = ["Trainer", "NonFiniteLossError", "default_eval_fn", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "LOG_FILE"]
+__all__ = ["Trainer", "NonFiniteLossError", "add_run_arguments", "default_eval_fn", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "LOG_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -800,6 +800,23 @@ class Trainer:
             "best_checkpoint": None if self.out_dir is None else str(self.out_dir / BEST_CHECKPOINT),
             "last_checkpoint": None if self.out_dir is None else str(self.out_dir / LAST_CHECKPOINT),
         }
+
+
+def add_run_arguments(group, positive_int, patience=True, seed_help=None) -> None:
+    """
+    The command-line options every ``pyro-seq train`` kind passes to the :class:`Trainer`:
+    ``--patience`` (if ``patience``), ``--max-minutes``, ``--seed``, ``--device``, ``--resume``,
+    ``--log-every``, ``--max-bad-steps`` and ``--no-progress``.
+    """
+    if patience:
+        group.add_argument("--patience", type=positive_int, default=None, help="early stopping patience in epochs (default: off)")
+    group.add_argument("--max-minutes", type=float, default=None, help="training-time budget: stop after the epoch that reaches it (counts time before a --resume; the log says where it stopped)")
+    group.add_argument("--seed", type=int, default=0, help=seed_help)
+    group.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    group.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    group.add_argument("--log-every", type=int, default=0, help="also log every N steps")
+    group.add_argument("--max-bad-steps", type=positive_int, default=10, help="stop after N consecutive non-finite steps")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _model_config(config: Dict[str, Any]) -> Dict[str, Any]:

@@ -211,6 +211,8 @@ def _eval_fn(log_path: Optional[Path]):
 
 def add_arguments(parser, positive_int) -> None:
     """Command-line options of ``pyro-seq train vaegan|vae``."""
+    from pyro_seq.trainer import add_run_arguments
+
     g = parser.add_argument_group("data")
     g.add_argument("--data", choices=sorted(IMAGE_DATA), default="mnist", help="mnist (28x28 grey digits) or faces (Olivetti, 64x64 grey, split by person)")
     g.add_argument("--data-root", default=None, help="data root (default: $PYRO_SEQ_DATA, else ~/.cache/pyro_seq)")
@@ -233,15 +235,9 @@ def add_arguments(parser, positive_int) -> None:
     g.add_argument("--dis-lr", type=float, default=None, help="the discriminator's learning rate (default: --lr)")
     g.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999), help="Adam betas")
     g.add_argument("--clip-norm", type=float, default=10.0)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    g.add_argument("--max-minutes", type=float, default=None, help="training-time budget: stop after the epoch that reaches it")
     g.add_argument("--classifier", default=None, help="MNIST classifier checkpoint for the test metrics (trained and saved there if missing; default: $XDG_CACHE_HOME/pyro_seq or ~/.cache/pyro_seq, mnist_classifier.pt)")
     g.add_argument("--test-samples", type=int, default=2000, help="prior samples for the test sample-quality metrics (0: skip the test evaluation)")
-    g.add_argument("--log-every", type=int, default=0, help="also log every N steps")
-    g.add_argument("--max-bad-steps", type=positive_int, default=10)
-    g.add_argument("--no-progress", action="store_true")
+    add_run_arguments(g, positive_int, patience=False)
 
 
 def default_classifier_path():
