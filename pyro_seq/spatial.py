@@ -56,6 +56,8 @@ def build_spn(kind: str, config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
 #: Parameter-name prefixes of the attention networks (the RNN-SPN's and its guide's ``attention``,
 #: the FFN-SPN's ``localisation``, ``loc_dense`` and ``affine``); their learning rate is scaled.
 ATTENTION_PREFIXES = ("attention.", "localisation.", "loc_dense.", "affine.")
+#: The stochastic-attention guide's scale head: it learns at the full rate (it does not move the glimpses).
+SCALE_HEAD = "attention.heads.1."
 
 
 def spn_optim(lr=1e-3, clip_norm=5.0, attention_lr_scale=0.1):
@@ -64,12 +66,13 @@ def spn_optim(lr=1e-3, clip_norm=5.0, attention_lr_scale=0.1):
     ``attention_lr_scale``. From a zero-weight affine head Adam's normalised steps otherwise move
     every glimpse by about ``lr`` per hidden unit and step whatever the gradient's size, a random
     walk that keeps the classifier from learning (the spatial-transformer paper likewise trains
-    its localisation networks at a lower rate).
+    its localisation networks at a lower rate). The guide's scale head (:data:`SCALE_HEAD`) keeps
+    the full rate.
     """
     from pyro.optim import ClippedAdam
 
     def optim_args(name):
-        scale = attention_lr_scale if name.startswith(ATTENTION_PREFIXES) else 1.0
+        scale = attention_lr_scale if name.startswith(ATTENTION_PREFIXES) and not name.startswith(SCALE_HEAD) else 1.0
         return {"lr": lr * scale, "clip_norm": clip_norm}
 
     return ClippedAdam(optim_args)

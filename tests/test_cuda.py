@@ -248,3 +248,50 @@ def test_protein_devices_helper_on_cpu():
 @pytest.mark.cuda
 def test_protein_cpu_and_cuda_agree():
     check_protein_devices_agree("cuda")
+
+
+def check_spatial_devices_agree(device):
+    """RNN-SPN, FFN-SPN and the CNN give the same logits, and the stochastic RNN-SPN the same ELBO, on CPU and the device."""
+    import pyro
+    from pyro import poutine
+
+    from pyro_seq.guides import SpatialAttentionGuide
+    from pyro_seq.models import ConvDigitClassifier, FeedForwardSpatialTransformer, RecurrentSpatialTransformer
+
+    torch.manual_seed(0)
+    small = {"canvas": 40, "num_digits": 1, "downsample": 2.0, "channels": 4, "dense": 8}
+    models = [RecurrentSpatialTransformer(**small, hidden=8, loc_channels=3), FeedForwardSpatialTransformer(**small, loc_channels=3, loc_dense=8),
+              ConvDigitClassifier(**small)]
+    x = torch.rand(3, 1, 40, 40, dtype=torch.float64)
+    y = torch.tensor([[1], [5], [9]])
+    for model in models:
+        model.double().eval()
+        expected = model.logits(x)[0]
+        model.to(device)
+        got = model.logits(x.to(device))[0]
+        assert got.device.type == torch.device(device).type and torch.allclose(expected, got.cpu(), atol=1e-8, rtol=1e-8)
+    stochastic = RecurrentSpatialTransformer(**small, hidden=8, loc_channels=3, stochastic_attention=True).double()
+    guide = SpatialAttentionGuide(stochastic).double()
+    pyro.set_rng_seed(0)
+    guide_trace = poutine.trace(guide).get_trace(x, y)
+
+    def elbo(xs, ys, trace):
+        model_trace = poutine.trace(poutine.replay(stochastic, trace=trace)).get_trace(xs, ys)
+        return model_trace.log_prob_sum() - poutine.trace(poutine.replay(guide, trace=trace)).get_trace(xs, ys).log_prob_sum()
+
+    expected = elbo(x, y, guide_trace)
+    stochastic.to(device), guide.to(device)
+    for node in guide_trace.nodes.values():
+        if node["type"] == "sample":
+            node["value"] = node["value"].to(device)
+    got = elbo(x.to(device), y.to(device), guide_trace)
+    assert torch.allclose(expected, got.cpu(), atol=1e-8, rtol=1e-8)
+
+
+def test_spatial_devices_helper_on_cpu():
+    check_spatial_devices_agree("cpu")
+
+
+@pytest.mark.cuda
+def test_spatial_cpu_and_cuda_agree():
+    check_spatial_devices_agree("cuda")

@@ -168,11 +168,16 @@ def test_cli_trains_resumes_and_evaluates(tmp_path, monkeypatch):
 def test_attention_networks_learn_at_a_scaled_rate():
     from pyro_seq.spatial import spn_optim
 
-    for model, guide in ((tiny_rnn(), PointEstimateGuide()), (FeedForwardSpatialTransformer(**TINY, loc_channels=3, loc_dense=8), PointEstimateGuide())):
+    stochastic = tiny_rnn(stochastic_attention=True)
+    pairs = ((tiny_rnn(), PointEstimateGuide()), (FeedForwardSpatialTransformer(**TINY, loc_channels=3, loc_dense=8), PointEstimateGuide()),
+             (stochastic, SpatialAttentionGuide(stochastic)))
+    for model, guide in pairs:
         pyro.clear_param_store()
         optim = spn_optim(lr=1e-3, attention_lr_scale=0.1)
         SVI(model, guide, optim, Trace_ELBO(max_plate_nesting=1)).step(images(), torch.randint(0, 10, (4, model.num_digits)))
         store = pyro.get_param_store()
         rates = {store.param_name(p).replace("$$$", "."): o.param_groups[0]["lr"] for p, o in optim.optim_objs.items()}
-        assert {n for n, r in rates.items() if r == pytest.approx(1e-4)} == {n for n in rates if not n.startswith("classifier.")}
-        assert all(r == pytest.approx(1e-3) for n, r in rates.items() if n.startswith("classifier."))
+        full = {n for n in rates if n.startswith(("classifier.", "attention.heads.1."))}  # the classifier and the guide's scale head
+        assert {n for n, r in rates.items() if r == pytest.approx(1e-4)} == set(rates) - full
+        assert all(rates[n] == pytest.approx(1e-3) for n in full)
+        assert any(n.startswith("attention.heads.1.") for n in full) == model.stochastic_attention
