@@ -41,7 +41,10 @@ def build_spn(kind: str, config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
     """
     Build a digit-sequence classifier, its guide and the loss from a run config
     ``{"model": kwargs, "guide": kwargs}``: :class:`~pyro_seq.guides.SpatialAttentionGuide`
-    for stochastic attention, else the empty guide; :class:`~pyro.infer.Trace_ELBO`.
+    for stochastic attention, else the empty guide; :class:`~pyro.infer.Trace_ELBO`, or with
+    ``config["loss"]["warmup_steps"] > 0`` (stochastic attention) the KL of the glimpse parameters
+    warmed up from 0 to 1 over that many steps (:class:`~pyro_seq.losses.WarmupTraceMeanField_ELBO`,
+    analytic KL).
     """
     from pyro.infer import Trace_ELBO
 
@@ -49,8 +52,15 @@ def build_spn(kind: str, config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
     from pyro_seq.guides import SpatialAttentionGuide
 
     model = getattr(models, SPN_MODELS[kind])(**config["model"])
-    guide = SpatialAttentionGuide(model, **config.get("guide", {})) if model.stochastic_attention else PointEstimateGuide()
-    return model, guide, Trace_ELBO(max_plate_nesting=1)
+    if not model.stochastic_attention:
+        return model, PointEstimateGuide(), Trace_ELBO(max_plate_nesting=1)
+    guide = SpatialAttentionGuide(model, **config.get("guide", {}))
+    warmup_steps = int(config.get("loss", {}).get("warmup_steps", 0))
+    if warmup_steps == 0:
+        return model, guide, Trace_ELBO(max_plate_nesting=1)
+    from pyro_seq.losses import LinearSchedule, WarmupTraceMeanField_ELBO
+
+    return model, guide, WarmupTraceMeanField_ELBO(schedule=LinearSchedule(0.0, 1.0, warmup_steps), max_plate_nesting=1)
 
 
 #: Parameter-name prefixes of the attention networks (the RNN-SPN's and its guide's ``attention``,
@@ -171,7 +181,7 @@ def glimpse_figure(model, guide, x, y, path, title=None, num_draws=8):
     for i in range(n):
         ax = axes[i, 0]
         ax.imshow(x[i, 0].cpu().numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-        for t in range(d):
+        for t in range(d if attention is not None else 0):  # the CNN reads the whole image: no boxes
             colour = _STEP_COLOURS[t % len(_STEP_COLOURS)]
             if scale is not None:
                 for _ in range(num_draws):
@@ -216,6 +226,7 @@ def add_arguments(parser, positive_int) -> None:
     g.add_argument("--dropout", type=float, default=0.0)
     g.add_argument("--stochastic-attention", action="store_true", help="rnn-spn: latent glimpse parameters with a Gaussian prior at the identity and an amortised guide (SVI)")
     g.add_argument("--prior-scale", type=float, default=0.5, help="prior scale of each glimpse parameter (--stochastic-attention)")
+    g.add_argument("--warmup-steps", type=int, default=0, help="--stochastic-attention: steps of linear KL warm-up from 0 to 1 (0: the plain ELBO throughout)")
     g = parser.add_argument_group("optimisation")
     g.add_argument("--out", required=True)
     g.add_argument("--epochs", type=positive_int, default=20)
@@ -255,7 +266,9 @@ def cmd_train(args, resolve_device, load_model) -> int:
             "num_test": args.num_test, "batch_size": args.batch_size,
             "data_root": None if args.data_root is None else str(Path(args.data_root).resolve()),
             "cache_dir": None if args.cache_dir is None else str(Path(args.cache_dir).resolve())}
-    config = {"model": model_config, "guide": {}, "data": data,
+    if args.warmup_steps and not args.stochastic_attention:
+        raise ValueError("--warmup-steps warms up the KL of stochastic attention; add --stochastic-attention")
+    config = {"model": model_config, "guide": {}, "loss": {"warmup_steps": args.warmup_steps}, "data": data,
               "train": {"lr": args.lr, "clip_norm": args.clip_norm, "attention_lr_scale": args.attention_lr_scale, "epochs": args.epochs, "seed": args.seed}}
     if args.resume:
         check_resume_data(out / "last.pt", kind, data, ("variant", "data_seed", "num_train", "valid_images", "batch_size"))

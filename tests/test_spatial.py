@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 
 from conftest import shared_data_root
 from pyro_seq.guides import PointEstimateGuide, SpatialAttentionGuide
@@ -181,3 +181,20 @@ def test_attention_networks_learn_at_a_scaled_rate():
         assert {n for n, r in rates.items() if r == pytest.approx(1e-4)} == set(rates) - full
         assert all(rates[n] == pytest.approx(1e-3) for n in full)
         assert any(n.startswith("attention.heads.1.") for n in full) == model.stochastic_attention
+
+
+def test_stochastic_attention_warm_up_scales_the_kl(float64):
+    from pyro_seq.spatial import build_spn
+
+    config = {"model": {**TINY, "num_digits": 2, "hidden": 8, "stochastic_attention": True}, "loss": {"warmup_steps": 10}}
+    model, guide, loss = build_spn("rnn-spn", config)
+    x, y = images(), torch.randint(0, 10, (4, 2))
+    loss.step = 0
+    at_zero = loss.loss(model, guide, x, y)
+    assert loss.last_terms["beta"] == 0.0 and at_zero == pytest.approx(-float(loss.last_terms["log_likelihood"]), rel=1e-9)
+    loss.step = 10  # beta = 1: the analytic-KL ELBO itself
+    pyro.set_rng_seed(3)
+    at_one = loss.loss(model, guide, x, y)
+    pyro.set_rng_seed(3)
+    assert loss.last_terms["beta"] == 1.0 and at_one == pytest.approx(TraceMeanField_ELBO(max_plate_nesting=1).loss(model, guide, x, y), rel=1e-12)
+    assert isinstance(build_spn("rnn-spn", {**config, "loss": {}})[2], Trace_ELBO)
