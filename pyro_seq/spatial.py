@@ -177,7 +177,7 @@ def glimpse_figure(model, guide, x, y, path, title=None, num_draws=8):
     glimpses = model.glimpses(x, loc) if hasattr(model, "glimpses") else None  # [n, D, 1, side, side]
     cols = 1 + (d if glimpses is not None else 0)
     fig, axes = plt.subplots(n, cols, figsize=(2.2 + 1.2 * (cols - 1), 2.2 * n + (0.4 if title else 0)), squeeze=False,
-                             gridspec_kw={"width_ratios": [2.2] + [1.2] * (cols - 1)})
+                             gridspec_kw={"width_ratios": [2.2] + [1.2] * (cols - 1)}, layout="constrained")
     for i in range(n):
         ax = axes[i, 0]
         ax.imshow(x[i, 0].cpu().numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
@@ -197,8 +197,12 @@ def glimpse_figure(model, guide, x, y, path, title=None, num_draws=8):
         for t in range(cols - 1):
             ax = axes[i, 1 + t]
             ax.imshow(glimpses[i, t, 0].cpu().numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(f"step {t + 1}: {int(predicted[i, t])}", fontsize=8, color=_STEP_COLOURS[t % len(_STEP_COLOURS)])
-            ax.axis("off")
+            colour = _STEP_COLOURS[t % len(_STEP_COLOURS)]
+            ax.set_title(f"step {t + 1}: {int(predicted[i, t])}", fontsize=8, color=colour)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, path)
