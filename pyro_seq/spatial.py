@@ -230,6 +230,7 @@ def add_arguments(parser, positive_int) -> None:
     g.add_argument("--dropout", type=float, default=0.0)
     g.add_argument("--stochastic-attention", action="store_true", help="rnn-spn: latent glimpse parameters with a Gaussian prior at the identity and an amortised guide (SVI)")
     g.add_argument("--prior-scale", type=float, default=0.5, help="prior scale of each glimpse parameter (--stochastic-attention)")
+    g.add_argument("--init-from", default=None, help="start from this rnn-spn checkpoint (a deterministic one for --stochastic-attention: its classifier, and its attention as the guide's location head)")
     g.add_argument("--warmup-steps", type=int, default=0, help="--stochastic-attention: steps of linear KL warm-up from 0 to 1 (0: the plain ELBO throughout)")
     g = parser.add_argument_group("optimisation")
     g.add_argument("--out", required=True)
@@ -239,6 +240,28 @@ def add_arguments(parser, positive_int) -> None:
     g.add_argument("--attention-lr-scale", type=float, default=0.1, help="learning rate of the attention (localisation) networks, relative to --lr")
     add_run_arguments(g, positive_int)
     g.add_argument("--mc-samples", type=positive_int, default=8, help="glimpse draws per image at test time (--stochastic-attention)")
+
+
+def init_from(model, guide, source_model, source_guide):
+    """
+    Start a stochastic-attention RNN-SPN from a trained deterministic one (``source_model``): its
+    classifier, and its attention network as the guide's location head, localisation CNN and GRU;
+    the guide's scale head keeps its initialisation. For two models of the same kind every
+    parameter is copied.
+
+    :raises ValueError: the models differ in kind or size.
+    """
+    try:
+        if getattr(model, "stochastic_attention", False) and not getattr(source_model, "stochastic_attention", False):
+            model.classifier.load_state_dict(source_model.classifier.state_dict())
+            result = guide.attention.load_state_dict(source_model.attention.state_dict(), strict=False)
+            if result.unexpected_keys or any(not k.startswith("heads.1.") for k in result.missing_keys):
+                raise RuntimeError(f"unexpected keys {result.unexpected_keys}, missing keys {result.missing_keys}")
+        else:
+            model.load_state_dict(source_model.state_dict())
+            guide.load_state_dict(source_guide.state_dict())
+    except (RuntimeError, AttributeError) as e:
+        raise ValueError(f"--init-from: the checkpoint's network does not fit this one ({e})") from e
 
 
 def _load_split(data, split, num_images, data_root=None):
@@ -281,6 +304,11 @@ def cmd_train(args, resolve_device, load_model) -> int:
     logger.info("%s: %d training images, %d validation images select the checkpoint", args.variant, len(train.images), len(valid.images))
     pyro.set_rng_seed(args.seed)
     model, guide, loss = build_spn(kind, config)
+    if args.init_from and not (args.resume and (out / "last.pt").exists()):
+        source, source_guide, _, source_state = load_model(args.init_from, device="cpu", kind=kind)
+        init_from(model, guide, source, source_guide)
+        logger.info("initialised from %s (epoch %s)", args.init_from, source_state.get("epoch"))
+        config["init_from"] = str(Path(args.init_from).resolve())
     (out / "config.json").write_text(json.dumps({"kind": kind, **config}, indent=2) + "\n")
     trainer = Trainer(
         model, guide, loss,

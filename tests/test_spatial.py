@@ -198,3 +198,24 @@ def test_stochastic_attention_warm_up_scales_the_kl(float64):
     pyro.set_rng_seed(3)
     assert loss.last_terms["beta"] == 1.0 and at_one == pytest.approx(TraceMeanField_ELBO(max_plate_nesting=1).loss(model, guide, x, y), rel=1e-12)
     assert isinstance(build_spn("rnn-spn", {**config, "loss": {}})[2], Trace_ELBO)
+
+
+def test_stochastic_attention_starts_from_a_deterministic_model():
+    from pyro_seq.spatial import init_from
+
+    source = tiny_rnn()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model = tiny_rnn(stochastic_attention=True)
+    guide = SpatialAttentionGuide(model)
+    init_from(model, guide, source, PointEstimateGuide())
+    x = images()
+    with torch.no_grad():
+        loc, scale = guide.attention_params(x)
+        torch.testing.assert_close(loc, source.attention(x, 2)[0])
+        torch.testing.assert_close(model.predict(x, guide=guide, num_samples=0), source.predict(x))
+    assert float(scale.max()) < 0.06  # the scale head keeps its initialisation
+    other = tiny_rnn(stochastic_attention=True, hidden=6)
+    with pytest.raises(ValueError, match="does not fit"):
+        init_from(other, SpatialAttentionGuide(other), source, PointEstimateGuide())
