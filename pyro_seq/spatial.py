@@ -43,8 +43,9 @@ def build_spn(kind: str, config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
     ``{"model": kwargs, "guide": kwargs}``: :class:`~pyro_seq.guides.SpatialAttentionGuide`
     for stochastic attention, else the empty guide; :class:`~pyro.infer.Trace_ELBO`, or with
     ``config["loss"]["warmup_steps"] > 0`` (stochastic attention) the KL of the glimpse parameters
-    warmed up from 0 to 1 over that many steps (:class:`~pyro_seq.losses.WarmupTraceMeanField_ELBO`,
-    analytic KL).
+    warmed up from 0 to ``config["loss"]["kl_weight"]`` (default 1) over that many steps
+    (:class:`~pyro_seq.losses.WarmupTraceMeanField_ELBO`, analytic KL); a ``kl_weight`` below 1
+    trains a β-weighted objective, not the ELBO.
     """
     from pyro.infer import Trace_ELBO
 
@@ -56,11 +57,13 @@ def build_spn(kind: str, config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
         return model, PointEstimateGuide(), Trace_ELBO(max_plate_nesting=1)
     guide = SpatialAttentionGuide(model, **config.get("guide", {}))
     warmup_steps = int(config.get("loss", {}).get("warmup_steps", 0))
-    if warmup_steps == 0:
+    kl_weight = float(config.get("loss", {}).get("kl_weight", 1.0))
+    if warmup_steps == 0 and kl_weight == 1.0:
         return model, guide, Trace_ELBO(max_plate_nesting=1)
     from pyro_seq.losses import LinearSchedule, WarmupTraceMeanField_ELBO
 
-    return model, guide, WarmupTraceMeanField_ELBO(schedule=LinearSchedule(0.0, 1.0, warmup_steps), max_plate_nesting=1)
+    schedule = LinearSchedule(0.0, kl_weight, warmup_steps) if warmup_steps else kl_weight
+    return model, guide, WarmupTraceMeanField_ELBO(schedule=schedule, max_plate_nesting=1)
 
 
 #: Parameter-name prefixes of the attention networks (the RNN-SPN's and its guide's ``attention``,
@@ -230,6 +233,7 @@ def add_arguments(parser, positive_int) -> None:
     g.add_argument("--dropout", type=float, default=0.0)
     g.add_argument("--stochastic-attention", action="store_true", help="rnn-spn: latent glimpse parameters with a Gaussian prior at the identity and an amortised guide (SVI)")
     g.add_argument("--prior-scale", type=float, default=0.5, help="prior scale of each glimpse parameter (--stochastic-attention)")
+    g.add_argument("--kl-weight", type=float, default=1.0, help="--stochastic-attention: weight β of the glimpse KL (below 1 the objective is not the ELBO)")
     g.add_argument("--init-from", default=None, help="start from this rnn-spn checkpoint (a deterministic one for --stochastic-attention: its classifier, and its attention as the guide's location head)")
     g.add_argument("--warmup-steps", type=int, default=0, help="--stochastic-attention: steps of linear KL warm-up from 0 to 1 (0: the plain ELBO throughout)")
     g = parser.add_argument_group("optimisation")
@@ -293,9 +297,11 @@ def cmd_train(args, resolve_device, load_model) -> int:
             "num_test": args.num_test, "batch_size": args.batch_size,
             "data_root": None if args.data_root is None else str(Path(args.data_root).resolve()),
             "cache_dir": None if args.cache_dir is None else str(Path(args.cache_dir).resolve())}
-    if args.warmup_steps and not args.stochastic_attention:
-        raise ValueError("--warmup-steps warms up the KL of stochastic attention; add --stochastic-attention")
-    config = {"model": model_config, "guide": {}, "loss": {"warmup_steps": args.warmup_steps}, "data": data,
+    if (args.warmup_steps or args.kl_weight != 1.0) and not args.stochastic_attention:
+        raise ValueError("--warmup-steps and --kl-weight weigh the KL of stochastic attention; add --stochastic-attention")
+    if not args.kl_weight > 0:
+        raise ValueError(f"--kl-weight must be > 0, got {args.kl_weight}")
+    config = {"model": model_config, "guide": {}, "loss": {"warmup_steps": args.warmup_steps, "kl_weight": args.kl_weight}, "data": data,
               "train": {"lr": args.lr, "clip_norm": args.clip_norm, "attention_lr_scale": args.attention_lr_scale, "epochs": args.epochs, "seed": args.seed}}
     if args.resume:
         check_resume_data(out / "last.pt", kind, data, ("variant", "data_seed", "num_train", "valid_images", "batch_size"))

@@ -198,6 +198,9 @@ def test_stochastic_attention_warm_up_scales_the_kl(float64):
     pyro.set_rng_seed(3)
     assert loss.last_terms["beta"] == 1.0 and at_one == pytest.approx(TraceMeanField_ELBO(max_plate_nesting=1).loss(model, guide, x, y), rel=1e-12)
     assert isinstance(build_spn("rnn-spn", {**config, "loss": {}})[2], Trace_ELBO)
+    _, _, weighted = build_spn("rnn-spn", {**config, "loss": {"kl_weight": 0.01}})  # a fixed beta, no warm-up
+    weighted.step = 10**6
+    assert weighted.beta == 0.01
 
 
 def test_stochastic_attention_starts_from_a_deterministic_model():
