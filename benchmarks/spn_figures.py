@@ -24,10 +24,15 @@ import torch
 
 from pyro_seq.cli import load_model
 from pyro_seq.data.cluttered import ClutteredBatches
-from pyro_seq.spatial import _load_split, digit_metrics, glimpse_figure
+from pyro_seq.spatial import _load_split, digit_metrics, evaluate_spn, glimpse_figure
 
 PAPER = {"rnn_spn": 1.5, "ffn_spn": 2.0, "cnn": 2.9}
-NAMES = {"rnn_spn": "RNN-SPN", "ffn_spn": "FFN-SPN", "cnn": "CNN", "rnn_spn_stochastic": "RNN-SPN, stochastic attention"}
+NAMES = {"rnn_spn": "RNN-SPN", "ffn_spn": "FFN-SPN", "cnn": "CNN",
+         "rnn_spn_stochastic": "stochastic attention, ELBO (from RNN-SPN)",
+         "rnn_spn_stochastic_beta": "stochastic attention, β = 0.01 (from RNN-SPN)"}
+#: Runs stopped by hand after their first epoch: only their validation error is reported.
+STOPPED = {"rnn_spn_stochastic_nowarmup": "stochastic attention, ELBO, from scratch",
+           "rnn_spn_stochastic_warmup": "stochastic attention, KL warm-up over 2,400 steps, from scratch"}
 
 
 def _log(run):
@@ -88,8 +93,14 @@ def main(argv=None):
     table, curves = {}, {}
     for name in NAMES:
         run = runs / name
-        if not (run / "test.json").is_file():
+        if not (run / "best.pt").is_file():
             continue
+        if not (run / "test.json").is_file():  # a run stopped by hand: test its best checkpoint here
+            model, guide, _, state = load_model(run / "best.pt")
+            record = evaluate_spn(model, guide, state, run, num_samples=8, seed=0, data_root=args.data_root)
+            epochs = [r for r in _log(run) if r.get("event") == "epoch"]
+            with open(run / "log.jsonl", "a") as f:
+                f.write(json.dumps({"event": "test", **record, "train_seconds": epochs[-1]["elapsed"], "steps": epochs[-1]["step"]}) + "\n")
         record = json.loads((run / "test.json").read_text())
         log = _log(run)
         epochs = [r for r in log if r.get("event") == "epoch"]
@@ -110,6 +121,10 @@ def main(argv=None):
     for name, r in table.items():
         lines.append(f"| {NAMES[name]} | {r['digit_error']:.2f} | {r['sequence_error']:.2f} | {' / '.join(f'{e:.1f}' for e in r['position_error'])} | "
                      f"{r['nll']:.3f} | {r['ece']:.2f} | {r['paper_digit_error'] if r['paper_digit_error'] else '-'} | {r['epochs_run']} ({r['epoch']}) | {r['steps']} | {r['train_minutes']:.0f} |")
+    for name, label in STOPPED.items():
+        if (runs / name / "log.jsonl").is_file():
+            first = [r for r in _log(runs / name) if r.get("event") == "epoch"][0]
+            lines.append(f"| {label} | (valid {first['valid_bound']:.2f}) | - | - | - | - | - | 1 (stopped) | {first['step']} | {first['elapsed'] / 60:.0f} |")
     (out / "spn_table.md").write_text("\n".join(lines) + "\n")
     (out / "spn_table.json").write_text(json.dumps(table, indent=2) + "\n")
     print("\n".join(lines))

@@ -177,14 +177,15 @@ def glimpse_figure(model, guide, x, y, path, title=None, num_draws=8):
     loc = attention[0] if attention is not None else x.new_tensor(IDENTITY_AFFINE).expand(n, d, 6)
     scale = attention[1] if attention is not None else None
     predicted = model.predict(x, guide=guide, num_samples=0 if model.stochastic_attention else 1).argmax(-1)  # [n, D]
-    glimpses = model.glimpses(x, loc) if hasattr(model, "glimpses") else None  # [n, D, 1, side, side]
-    cols = 1 + (d if glimpses is not None else 0)
+    g = model.num_glimpses
+    glimpses = model.glimpses(x, loc[:, :g]) if g else None  # [n, G, 1, side, side]
+    cols = 1 + g
     fig, axes = plt.subplots(n, cols, figsize=(2.2 + 1.2 * (cols - 1), 2.2 * n + (0.4 if title else 0)), squeeze=False,
                              gridspec_kw={"width_ratios": [2.2] + [1.2] * (cols - 1)}, layout="constrained")
     for i in range(n):
         ax = axes[i, 0]
         ax.imshow(x[i, 0].cpu().numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-        for t in range(d if attention is not None else 0):  # the CNN reads the whole image: no boxes
+        for t in range(g):  # the CNN reads the whole image: no boxes
             colour = _STEP_COLOURS[t % len(_STEP_COLOURS)]
             if scale is not None:
                 for _ in range(num_draws):
@@ -201,7 +202,8 @@ def glimpse_figure(model, guide, x, y, path, title=None, num_draws=8):
             ax = axes[i, 1 + t]
             ax.imshow(glimpses[i, t, 0].cpu().numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
             colour = _STEP_COLOURS[t % len(_STEP_COLOURS)]
-            ax.set_title(f"step {t + 1}: {int(predicted[i, t])}", fontsize=8, color=colour)
+            read = f"step {t + 1}: {int(predicted[i, t])}" if g == d else "glimpse: " + "".join(map(str, predicted[i].tolist()))
+            ax.set_title(read, fontsize=8, color=colour)
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():

@@ -184,6 +184,14 @@ class DigitSequenceClassifier(PyroModule):
     """
 
     stochastic_attention = False
+    #: Distinct glimpses per image: one per digit (RNN-SPN), one for all (FFN-SPN), none (CNN).
+    num_glimpses = 0
+
+    def glimpses(self, x, theta):
+        """The glimpses ``[batch, G, 1, side, side]`` of images ``x`` at ``theta [batch, G, 6]``."""
+        b, d = theta.shape[:2]
+        xs = x.unsqueeze(1).expand(-1, d, -1, -1, -1).reshape(b * d, *x.shape[1:])  # [batch * G, 1, S, S]
+        return glimpse(xs, theta.reshape(b * d, 6), self.side).reshape(b, d, x.size(1), self.side, self.side)
 
     def check_inputs(self, x, y=None):
         x = check_image_batch(x, 1, self.canvas, like=module_tensor(self))
@@ -239,6 +247,7 @@ class RecurrentSpatialTransformer(DigitSequenceClassifier):
         if not prior_scale > 0:
             raise ValueError(f"prior_scale must be > 0, got {prior_scale}")
         self.canvas, self.num_digits, self.downsample = int(canvas), int(num_digits), float(downsample)
+        self.num_glimpses = self.num_digits
         self.side = glimpse_side(self.canvas, self.downsample)
         self.hidden, self.loc_channels = int(hidden), int(loc_channels)
         self.stochastic_attention, self.prior_scale = bool(stochastic_attention), float(prior_scale)
@@ -246,12 +255,6 @@ class RecurrentSpatialTransformer(DigitSequenceClassifier):
         # deterministic attention lives in the model; stochastic attention in the guide
         self.attention = None if self.stochastic_attention else RecurrentAttention(self.canvas, hidden, loc_channels)
         self.register_buffer("identity", torch.tensor(IDENTITY_AFFINE))
-
-    def glimpses(self, x, theta):
-        """The glimpses ``[batch, D, 1, side, side]`` of images ``x`` at ``theta [batch, D, 6]``."""
-        b, d = theta.shape[:2]
-        xs = x.unsqueeze(1).expand(-1, d, -1, -1, -1).reshape(b * d, *x.shape[1:])  # [batch * D, 1, S, S]
-        return glimpse(xs, theta.reshape(b * d, 6), self.side).reshape(b, d, x.size(1), self.side, self.side)
 
     def logits(self, x, theta=None):
         if theta is None:
@@ -302,6 +305,7 @@ class FeedForwardSpatialTransformer(DigitSequenceClassifier):
         super().__init__()
         self.canvas, self.num_digits, self.downsample = int(canvas), int(num_digits), float(downsample)
         self.side = glimpse_side(self.canvas, self.downsample)
+        self.num_glimpses = 1
         self.localisation = LocalisationCNN(self.canvas, loc_channels)
         self.loc_dense = nn.Sequential(nn.Linear(self.localisation.out_features, loc_dense), nn.ReLU())
         self.affine = _affine_head(loc_dense)
