@@ -66,8 +66,15 @@ def check_dtype_device(x, like, name="x"):
         )
 
 
-def check_int_labels(y, shape, low, high, name, what, note=""):
-    """``None`` or an integer tensor of ``shape`` with values in ``low .. high``, as int64."""
+def check_int_labels(y, shape, low, high, name, what, note="", shape_note=""):
+    """
+    ``None`` or an integer tensor of ``shape`` with values in ``low .. high``, returned as int64.
+
+    :param str note: appended to the message for values out of range.
+    :param str shape_note: appended to the expected shape in the message for a wrong shape.
+    :raises TypeError: ``y`` is not a tensor.
+    :raises ValueError: wrong dtype, shape or values, naming the offending rows or entries.
+    """
     if y is None:
         return None
     if not torch.is_tensor(y):
@@ -75,10 +82,15 @@ def check_int_labels(y, shape, low, high, name, what, note=""):
     if y.is_floating_point() or y.dtype == torch.bool or y.is_complex():
         raise ValueError(f"{name} must hold integer {what} (e.g. torch.long), got dtype {y.dtype}")
     if tuple(y.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {tuple(y.shape)}")
+        raise ValueError(f"{name} must have shape {tuple(shape)}{shape_note}, got shape {tuple(y.shape)}")
     bad = (y < low) | (y > high)
     if bool(bad.any()):
-        raise ValueError(f"{name} must hold {what} in {low}..{high}{note}; found {torch.unique(y[bad])[:10].tolist()}")
+        where = torch.nonzero(bad)[:10]  # [n_bad, y.dim()]
+        where = where.flatten().tolist() if y.dim() == 1 else [tuple(i) for i in where.tolist()]
+        raise ValueError(
+            f"{name} must hold {what} in {low}..{high}{note}; "
+            f"{'rows' if y.dim() == 1 else 'entries'} {where} hold {y[bad][:10].tolist()}"
+        )
     return y.long()
 
 

@@ -11,7 +11,7 @@ from pyro.nn import PyroModule
 
 from pyro_seq.models.ladder import check_images
 from pyro_seq.nn import MIN_SCALE, MultiInputMLP, bounded_loc_scale
-from pyro_seq.util import module_tensor
+from pyro_seq.util import check_int_labels, module_tensor
 
 #: The released MNIST setting of Maaløe et al.: two hidden layers of 500 units in every network.
 PAPER_HIDDEN_DIMS = (500, 500)
@@ -28,22 +28,9 @@ def check_labels(y, batch, num_classes, name="y"):
     :raises TypeError: ``y`` is not a tensor.
     :raises ValueError: wrong dtype, shape or values, naming the offending entries.
     """
-    if y is None:
-        return None
-    if not torch.is_tensor(y):
-        raise TypeError(f"{name} must be a torch.Tensor of class indices or None, got {type(y).__name__}")
-    if y.is_floating_point() or y.dtype == torch.bool or y.is_complex():
-        raise ValueError(f"{name} must hold integer class indices (e.g. torch.long), got dtype {y.dtype}")
-    if tuple(y.shape) != (batch,):
-        raise ValueError(f"{name} must have shape ({batch},) (one label per image), got shape {tuple(y.shape)}")
-    bad = (y < 0) | (y >= num_classes)
-    if bool(bad.any()):
-        rows = torch.nonzero(bad).flatten().tolist()
-        raise ValueError(
-            f"{name} must hold class indices in 0..{num_classes - 1}; rows {rows[:10]} hold "
-            f"{y[bad][:10].tolist()}"
-        )
-    return y.long()
+    return check_int_labels(
+        y, (batch,), 0, num_classes - 1, name, "class indices", shape_note=" (one label per image)"
+    )
 
 
 class SemiSupervisedVAE(PyroModule):
