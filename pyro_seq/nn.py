@@ -49,18 +49,29 @@ class MLP(nn.Module):
 
     :param int input_dim: input size.
     :param hidden_dims: hidden layer sizes (may be empty).
-    :param int output_dim: output size.
+    :param int output_dim: output size, or ``None`` for no output layer: the
+        network then ends with the last hidden activation (and dropout) and returns
+        features ``[..., hidden_dims[-1]]`` (e.g. the context of a
+        :class:`MADE` emission).
     :param activation: activation module class between layers.
     :param float dropout: dropout after each hidden activation.
     """
 
     def __init__(self, input_dim, hidden_dims, output_dim, activation=nn.ReLU, dropout=0.0):
         super().__init__()
-        dims = [input_dim] + list(hidden_dims) + [output_dim]
+        hidden_dims = list(hidden_dims)
+        if output_dim is None:
+            if not hidden_dims:
+                raise ValueError("MLP without an output layer needs at least one hidden layer")
+            dims = [input_dim] + hidden_dims
+            num_hidden = len(hidden_dims)
+        else:
+            dims = [input_dim] + hidden_dims + [output_dim]
+            num_hidden = len(dims) - 2
         layers = []
         for i, (n_in, n_out) in enumerate(zip(dims[:-1], dims[1:])):
             layers.append(nn.Linear(n_in, n_out))
-            if i < len(dims) - 2:
+            if i < num_hidden:
                 layers.append(activation())
                 if dropout > 0:
                     layers.append(nn.Dropout(dropout))
@@ -363,3 +374,146 @@ class MultiInputMLP(nn.Module):
             raise ValueError(f"expected {len(self.inputs)} inputs, got {len(inputs)}")
         h = sum(layer(value) for layer, value in zip(self.inputs, inputs))  # [..., hidden]
         return self.rest(h)
+
+
+class MaskedLinear(nn.Linear):
+    r"""
+    A linear layer whose weight is multiplied elementwise by a fixed binary mask,
+    :math:`y = (W \odot M) x + b`: the building block of :class:`MADE`. Masked
+    weights get zero gradient and never take part in the output.
+
+    :param int in_features: input size.
+    :param int out_features: output size.
+    :param torch.Tensor mask: ``[out_features, in_features]`` bool (or 0/1),
+        ``True`` where a connection exists; kept as a buffer.
+    :param bool bias: add a (never masked) bias.
+    """
+
+    def __init__(self, in_features, out_features, mask, bias=True):
+        super().__init__(in_features, out_features, bias=bias)
+        mask = torch.as_tensor(mask).bool()
+        if mask.shape != (out_features, in_features):
+            raise ValueError(
+                f"mask must have shape [out_features, in_features] = [{out_features}, {in_features}], "
+                f"got {list(mask.shape)}"
+            )
+        self.register_buffer("mask", mask)
+
+    def masked_weight(self):
+        """:math:`W \\odot M`, ``[out_features, in_features]``."""
+        return self.weight * self.mask
+
+    def forward(self, inputs):
+        return F.linear(inputs, self.masked_weight(), self.bias)
+
+
+def made_degrees(input_dim, hidden_dims):
+    r"""
+    The connectivity degrees of a :class:`MADE` in the natural key order: input
+    (and output) key :math:`d` has degree :math:`d` (``1 .. D``); the hidden units of
+    each layer take the degrees ``0, 1, .., D - 1`` in turn. A unit of degree
+    :math:`m` depends on the keys :math:`x_1 .. x_m` only (degree 0: on the
+    context only); output :math:`d` may read units of degree ``< d``.
+
+    :returns: ``(key degrees [D], [hidden degrees [H_l] per layer])``, long tensors.
+    """
+    keys = torch.arange(1, input_dim + 1)  # [D]
+    hidden = [torch.arange(width) % input_dim for width in hidden_dims]  # [H_l] each
+    return keys, hidden
+
+
+class MADE(nn.Module):
+    r"""
+    A conditional masked autoencoder for distribution estimation (MADE) over
+    ``D`` binary keys in their natural order: the logits
+
+    .. math::
+
+        \ell_d(x_{<d}, c) = b_d + V_{d,:}\, h^{(L)} + A_{d,<d}\, x_{<d} + C_{d,:}\, c,
+        \qquad h^{(l)} = g\big((W^{(l)} \odot M^{(l)})\, h^{(l-1)} + b^{(l)}
+            [+\, U c \text{ for } l = 1]\big),\quad h^{(0)} = x,
+
+    where the masks :math:`M^{(l)}` (from :func:`made_degrees`) make
+    :math:`\ell_d` depend on :math:`x_{<d}` and the context :math:`c` only, so that
+    all ``D`` conditionals come out of one pass over a known ``x``. The context
+    enters the first hidden layer and, through direct connections, every logit; so do
+    the keys (the strictly lower-triangular :math:`A`). With the key weights at zero
+    this is a linear Bernoulli head on :math:`c` (an emission MLP's output layer).
+
+    :param int input_dim: number of keys ``D``.
+    :param int context_dim: context size ``C`` (0: unconditional).
+    :param hidden_dims: hidden layer widths (at least one).
+    :param activation: activation module class.
+
+    Call as ``made(x [..., D], context [..., C]) -> logits [..., D]`` (leading
+    dims broadcast), or project the context once with :meth:`project_context` and
+    call :meth:`logits` repeatedly (sequential sampling).
+
+    **References**
+
+    [1] Mathieu Germain, Karol Gregor, Iain Murray, Hugo Larochelle,
+        "MADE: Masked Autoencoder for Distribution Estimation", ICML 2015,
+        arXiv:1502.03509.
+    """
+
+    def __init__(self, input_dim, context_dim, hidden_dims, activation=nn.ReLU):
+        super().__init__()
+        hidden_dims = list(hidden_dims)
+        if input_dim < 1:
+            raise ValueError(f"MADE needs input_dim >= 1, got {input_dim}")
+        if not hidden_dims or min(hidden_dims) < 1:
+            raise ValueError(f"MADE needs at least one hidden layer of width >= 1, got {hidden_dims}")
+        if context_dim < 0:
+            raise ValueError(f"context_dim must be >= 0, got {context_dim}")
+        self.input_dim, self.context_dim, self.hidden_dims = input_dim, context_dim, hidden_dims
+        keys, hidden = made_degrees(input_dim, hidden_dims)
+        layers, below = [], keys
+        for width, degrees in zip(hidden_dims, hidden):
+            layers.append(MaskedLinear(len(below), width, degrees[:, None] >= below[None, :]))
+            below = degrees
+        self.hidden = nn.ModuleList(layers)
+        self.output = MaskedLinear(hidden_dims[-1], input_dim, keys[:, None] > below[None, :])
+        self.direct = MaskedLinear(input_dim, input_dim, keys[:, None] > keys[None, :], bias=False)
+        # one projection of the context for the first hidden layer and the logits
+        self.context_layer = None
+        if context_dim:
+            self.context_layer = nn.Linear(context_dim, hidden_dims[0] + input_dim, bias=False)
+        self.activation = activation()
+
+    def project_context(self, context):
+        """
+        The context's contributions ``(to the first hidden layer [..., H_1], to the logits [..., D])``,
+        or ``(None, None)`` without context.
+
+        :param torch.Tensor context: ``[..., C]``
+        """
+        if self.context_layer is None:
+            return None, None
+        proj = self.context_layer(context)  # [..., H_1 + D]
+        return proj[..., : self.hidden_dims[0]], proj[..., self.hidden_dims[0] :]
+
+    def logits(self, x, context_terms):
+        """
+        All ``D`` logits in one masked pass.
+
+        :param torch.Tensor x: ``[..., D]``
+        :param tuple context_terms: from :meth:`project_context`.
+        :returns: ``[..., D]`` (the leading dims of ``x`` and the context broadcast)
+        """
+        to_hidden, to_logits = context_terms
+        h = self.hidden[0](x)  # [..., H_1]
+        if to_hidden is not None:
+            h = h + to_hidden
+        h = self.activation(h)
+        for layer in self.hidden[1:]:
+            h = self.activation(layer(h))  # [..., H_l]
+        out = self.output(h) + self.direct(x)  # [..., D]
+        if to_logits is not None:
+            out = out + to_logits
+        return out
+
+    def forward(self, x, context=None):
+        """``x [..., D], context [..., C] -> logits [..., D]``; logit ``d`` depends on ``x[..., :d]`` only."""
+        if context is None and self.context_dim:
+            raise ValueError(f"this MADE is conditional: pass a context [..., {self.context_dim}]")
+        return self.logits(x, self.project_context(context))
