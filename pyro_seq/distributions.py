@@ -10,6 +10,7 @@ the part of the model that is sequential, and replaces ``T`` Pyro sample sites
 
 import pyro
 import torch
+import torch.nn.functional as F
 from pyro.distributions import Bernoulli, Normal, TorchDistribution, constraints
 from torch.distributions import register_kl
 from torch.distributions.utils import _standard_normal
@@ -17,17 +18,171 @@ from torch.distributions.utils import _standard_normal
 from pyro_seq.nn import gaussian_kl, gaussian_log_prob, softplus_scale
 
 
-def frame_distribution(out, likelihood, min_scale):
+def frame_distribution(out, likelihood, min_scale, made=None):
     """
     The distribution of frames from a network output ``out``: ``Bernoulli(logits=out)``
     (``out [..., x_dim]``) or a diagonal ``Normal`` whose mean and raw scale are the two
-    halves of ``out [..., 2 * x_dim]`` (standard deviation ``>= min_scale``). Batch shape
-    ``[..., x_dim]``; shared by the models' emissions and Z-Forcing's backward prediction.
+    halves of ``out [..., 2 * x_dim]`` (standard deviation ``>= min_scale``), each with
+    batch shape ``[..., x_dim]``; or, given a :class:`~pyro_seq.nn.MADE` network ``made``,
+    the autoregressive :class:`MADEBernoulli` conditioned on ``out [..., C]`` (batch shape
+    ``[...]``, event shape ``[x_dim]``). Shared by the models' emissions and Z-Forcing's
+    backward prediction; :func:`mask_frames`, :func:`frame_log_prob` and :func:`frame_mean`
+    treat both kinds alike.
     """
+    if made is not None:
+        return MADEBernoulli(made, out)
     if likelihood == "bernoulli":
         return Bernoulli(logits=out)
     loc, raw_scale = out.chunk(2, dim=-1)
     return Normal(loc, softplus_scale(raw_scale, min_scale))
+
+
+def mask_frames(emission, mask):
+    """
+    A :func:`frame_distribution` as the distribution of one Pyro site over whole frames,
+    masked: one step (``mask [batch]``: event ``[x_dim]``) or all steps
+    (``mask [batch, time]``: event ``[time, x_dim]``). Per-key emissions (batch shape
+    ``[..., x_dim]``) and joint ones (:class:`MADEBernoulli`, event ``[x_dim]``) give the
+    same site shapes; padded steps (``mask`` False) contribute nothing.
+    """
+    time_dims = mask.dim() - 1
+    if emission.event_shape:  # a joint distribution over the keys of a frame
+        return emission.mask(mask).to_event(time_dims)
+    if time_dims:
+        return emission.mask(mask.unsqueeze(-1)).to_event(time_dims + 1)
+    return emission.to_event(1).mask(mask)
+
+
+def frame_log_prob(emission, value):
+    """
+    :math:`\\log p(x)` of whole frames ``value [..., x_dim]`` under a
+    :func:`frame_distribution`: ``[...]``.
+    """
+    log_prob = emission.log_prob(value)
+    return log_prob if emission.event_shape else log_prob.sum(-1)
+
+
+def frame_mean(emission, value):
+    """
+    The mean frame of a per-key :func:`frame_distribution`, ``[..., x_dim]``; for a
+    :class:`MADEBernoulli` (whose mean has no closed form) the conditional key
+    probabilities along the drawn frame ``value`` (:meth:`MADEBernoulli.conditional_probs`),
+    an unbiased one-draw estimate of it.
+    """
+    if isinstance(emission, MADEBernoulli):
+        return emission.conditional_probs(value)
+    return emission.mean
+
+
+class MADEBernoulli(TorchDistribution):
+    r"""
+    An autoregressive distribution over binary frames of ``D`` keys, each key a
+    Bernoulli given the keys before it (natural order) and a conditioning context
+    :math:`c` (e.g. a sequence model's per-step emission features):
+
+    .. math::
+
+        p(x \mid c) = \prod_{d=1}^{D} \mathrm{Bernoulli}ig(x_d \mid
+            \sigma(\ell_d(x_{<d}, c))ig),
+
+    the logits :math:`\ell_d` coming from a :class:`~pyro_seq.nn.MADE` network, so
+    that :meth:`log_prob` is exact and takes one masked pass over a known frame,
+    while :meth:`sample` draws the keys one after the other (``D`` passes). Unlike a
+    factorised Bernoulli, the keys of a frame may be dependent (notes that form a
+    chord), as in the RNN-NADE of Boulanger-Lewandowski et al. (2012), with a MADE in
+    place of the NADE.
+
+    ``batch_shape == context.shape[:-1]`` and ``event_shape == (D,)``; ``expand``,
+    ``.mask(...)``, ``.to_event(...)`` and plates work as for any Pyro distribution.
+    Not reparameterisable (``has_rsample = False``); its mean has no closed form
+    (see :meth:`conditional_probs`).
+
+    :param made: a :class:`~pyro_seq.nn.MADE` ``(x [..., D], context [..., C]) -> logits``
+        (its parameters are registered with Pyro by the caller: ``pyro.module``, or a
+        :class:`~pyro.nn.PyroModule` that holds it, as the models do).
+    :param torch.Tensor context: ``[..., C]`` the conditioning context.
+
+    **References**
+
+    [1] Mathieu Germain, Karol Gregor, Iain Murray, Hugo Larochelle,
+        "MADE: Masked Autoencoder for Distribution Estimation", ICML 2015,
+        arXiv:1502.03509.
+    [2] Hugo Larochelle, Iain Murray, "The Neural Autoregressive Distribution
+        Estimator", AISTATS 2011.
+    [3] Nicolas Boulanger-Lewandowski, Yoshua Bengio, Pascal Vincent, "Modeling
+        Temporal Dependencies in High-Dimensional Sequences: Application to
+        Polyphonic Music Generation and Transcription", ICML 2012, arXiv:1206.6392.
+    """
+
+    arg_constraints = {"context": constraints.independent(constraints.real, 1)}
+    support = constraints.independent(constraints.boolean, 1)
+    has_rsample = False
+
+    def __init__(self, made, context, validate_args=None):
+        if not torch.is_tensor(context) or context.dim() < 1 or context.shape[-1] != made.context_dim:
+            shape = list(context.shape) if torch.is_tensor(context) else type(context).__name__
+            raise ValueError(
+                f"context must have shape [..., {made.context_dim}] (the MADE's context_dim), got {shape}"
+            )
+        self.made = made
+        self.context = context
+        self._terms = None  # the projected context, computed on first use
+        super().__init__(context.shape[:-1], torch.Size((made.input_dim,)), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(MADEBernoulli, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.made = self.made
+        new.context = self.context.expand(batch_shape + self.context.shape[-1:])
+        new._terms = None
+        if self._terms is not None:
+            new._terms = tuple(
+                None if t is None else t.expand(batch_shape + t.shape[-1:]) for t in self._terms
+            )
+        super(MADEBernoulli, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def _context_terms(self):
+        if self._terms is None:
+            self._terms = self.made.project_context(self.context)
+        return self._terms
+
+    def conditional_logits(self, value):
+        r"""
+        :math:`\ell_d(x_{<d}, c)` for every key of ``value [..., D]`` in one masked pass:
+        ``[..., D]`` (``value``'s leading dims broadcast with the batch shape).
+        """
+        return self.made.logits(value, self._context_terms())
+
+    def conditional_probs(self, value):
+        r""":math:`p(x_d = 1 \mid x_{<d}, c)` along ``value [..., D]``: ``[..., D]``."""
+        return torch.sigmoid(self.conditional_logits(value))
+
+    @property
+    def mean(self):
+        raise NotImplementedError(
+            "MADEBernoulli has no closed-form mean (the marginal key probabilities); "
+            "conditional_probs(sample) is an unbiased one-draw estimate"
+        )
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        logits = self.conditional_logits(value)  # [..., D]
+        logits, value = torch.broadcast_tensors(logits, value)
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)  # [...]
+
+    def sample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)  # sample_shape + batch_shape + [D]
+        with torch.no_grad():
+            # the cached projection if any; a projection computed here is not kept (no graph)
+            terms = self._terms if self._terms is not None else self.made.project_context(self.context)
+            x = self.context.new_zeros(shape)  # [..., D]
+            for d in range(self.made.input_dim):
+                logit = self.made.logits(x, terms)[..., d]  # [...]: depends on x[..., :d] only
+                x[..., d] = torch.bernoulli(torch.sigmoid(logit))
+        return x
 
 
 class MarkovGaussianChain(TorchDistribution):
