@@ -17,9 +17,11 @@ from torch.distributions.utils import _standard_normal
 from pyro_seq.nn import gaussian_kl, gaussian_log_prob, reverse_padded, shift_right
 
 
-def srnn_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False):
+def srnn_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False, made_key_loop=True):
     """
-    Per-sequence (warm-up) ELBO of an SRNN with its guide, in plain PyTorch.
+    Per-sequence (warm-up) ELBO of an SRNN with its guide, in plain PyTorch, for
+    either emission (``model.emission_kind``: independent keys, or the MADE written
+    out by :func:`made_log_prob`).
 
     .. math::
 
@@ -34,6 +36,9 @@ def srnn_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False):
     :param float beta: warm-up weight of the latent terms.
     :param bool analytic_kl: use the per-step Gaussian KL along the sampled
         path instead of :math:`\\log p - \\log q` (as ``TraceMeanField_ELBO``).
+    :param bool made_key_loop: MADE emission only: compute each key's logit in its own
+        pass (the independent check of the tests) rather than all in one masked pass
+        (the benchmark floor); see :func:`made_log_prob`.
     :returns: ``[batch]`` ELBO per sequence (differentiable).
     """
     batch, time, _ = x.shape
@@ -75,13 +80,13 @@ def srnn_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False):
             gaussian_log_prob(z, loc_p, scale_p) - gaussian_log_prob(z, loc_q, scale_q)
         ).sum(-1)  # [batch, time]
     # emission, vectorised
-    out = model.emitter(torch.cat([z, d], -1))  # [batch, time, out_dim]
-    log_lik = _emission_log_prob(model, out, x)  # [batch, time]
+    out = model.emitter(torch.cat([z, d], -1))  # [batch, time, out_dim] (MADE: its context)
+    log_lik = _frame_log_prob(model, out, x, made_key_loop)  # [batch, time]
     per_step = (log_lik + beta * latent).masked_fill(~mask, 0.0)  # [batch, time]
     return per_step.sum(-1)  # [batch]
 
 
-def zforcing_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False):
+def zforcing_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False, made_key_loop=True):
     """
     Per-sequence (warm-up) ELBO of Z-Forcing with its guide, in plain PyTorch,
     and the auxiliary terms, drawing noise in the same order as the Pyro model.
@@ -93,6 +98,7 @@ def zforcing_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False):
 
     :param model: :class:`~pyro_seq.models.ZForcing`
     :param guide: :class:`~pyro_seq.guides.ZForcingGuide`
+    :param bool made_key_loop: MADE emission only, as for :func:`srnn_elbo`.
     :returns: ``(elbo [batch], aux_log_prob [batch] or None, backward_log_prob [batch] or None)``.
     """
     batch, time, _ = x.shape
@@ -126,8 +132,8 @@ def zforcing_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False):
         latent = -gaussian_kl(loc_q, scale_q, loc_p, scale_p).sum(-1)  # [batch, time]
     else:
         latent = (gaussian_log_prob(z, loc_p, scale_p) - gaussian_log_prob(z, loc_q, scale_q)).sum(-1)
-    out = model.emitter(h_all)  # [batch, time, out_dim]
-    log_lik = _emission_log_prob(model, out, x)  # [batch, time]
+    out = model.emitter(h_all)  # [batch, time, out_dim] (MADE: its context)
+    log_lik = _frame_log_prob(model, out, x, made_key_loop)  # [batch, time]
     elbo = (log_lik + beta * latent).masked_fill(~mask, 0.0).sum(-1)  # [batch]
     aux = backward = None
     if guide.auxiliary is not None:
@@ -140,6 +146,52 @@ def zforcing_elbo(model, guide, x, mask, beta=1.0, analytic_kl=False):
         lp = _emission_log_prob(model, guide.backward_head(b[:, 1:]), x[:, :-1])  # [batch, time - 1]
         backward = lp.masked_fill(~mask[:, 1:], 0.0).sum(-1)
     return elbo, aux, backward
+
+
+def _frame_log_prob(model, out, x, made_key_loop):
+    """The emission's log density of each frame, ``[batch, time]``."""
+    if getattr(model, "emission_kind", "bernoulli") == "made":
+        return made_log_prob(model.made, x, out, key_loop=made_key_loop)
+    return _emission_log_prob(model, out, x)
+
+
+def _made_logits(made, x, context):
+    """All logits of a :class:`~pyro_seq.nn.MADE` with the masked products written out: ``[..., D]``."""
+    first = made.hidden[0]
+    h = x @ (first.weight * first.mask).t() + first.bias  # [..., H_1]
+    c_out = 0.0
+    if made.context_layer is not None:
+        c = context @ made.context_layer.weight.t()  # [..., H_1 + D]
+        h = h + c[..., : first.out_features]
+        c_out = c[..., first.out_features :]  # [..., D]
+    h = made.activation(h)
+    for layer in made.hidden[1:]:
+        h = made.activation(h @ (layer.weight * layer.mask).t() + layer.bias)  # [..., H_l]
+    out, direct = made.output, made.direct
+    logits = h @ (out.weight * out.mask).t() + out.bias + c_out  # [..., D]
+    return logits + x @ (direct.weight * direct.mask).t()  # [..., D]
+
+
+def made_log_prob(made, x, context, key_loop=True):
+    r"""
+    :math:`\log p(x \mid c) = \sum_d \log \mathrm{Bernoulli}(x_d \mid \sigma(\ell_d(x_{<d}, c)))`
+    of the frames ``x [..., D]`` under a conditional :class:`~pyro_seq.nn.MADE` with context
+    ``c [..., C]``, by hand (independently of :class:`~pyro_seq.distributions.MADEBernoulli`).
+
+    :param bool key_loop: compute :math:`\ell_d` in its own pass for each key, from the
+        frame with the keys :math:`x_{\ge d}` set to 0, so that a mask letting a key see
+        itself or a later key would change the result; ``False``: one masked pass.
+    :returns: ``[...]``
+    """
+    if key_loop:
+        num_keys = x.shape[-1]
+        keep = torch.ones(num_keys, num_keys, dtype=x.dtype, device=x.device).tril(-1)  # [D, D]: row d: x_{<d}
+        logits = torch.stack(
+            [_made_logits(made, x * keep[d], context)[..., d] for d in range(num_keys)], dim=-1
+        )  # [..., D]
+    else:
+        logits = _made_logits(made, x, context)  # [..., D]
+    return (x * logits - torch.nn.functional.softplus(logits)).sum(-1)
 
 
 def _emission_log_prob(model, out, x):
