@@ -6,11 +6,30 @@ import torch
 import torch.nn as nn
 from pyro.nn import PyroModule, pyro_method
 
-from pyro_seq.distributions import MarkovGaussianChain, frame_distribution
-from pyro_seq.nn import MLP, GaussianTransition, TimeSlices, gaussian_log_prob, shift_right
+from pyro_seq.distributions import (
+    MarkovGaussianChain,
+    frame_distribution,
+    frame_log_prob,
+    frame_mean,
+    mask_frames,
+)
+from pyro_seq.nn import MADE, MLP, GaussianTransition, TimeSlices, gaussian_log_prob, shift_right
 from pyro_seq.util import GuideModelCache, check_sequences, module_tensor
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+#: Frame emissions of the binary-frame models: keys independent given the state, or autoregressive.
+EMISSIONS = ("bernoulli", "made")
+
+
+def check_emission(emission, likelihood):
+    """Refuse an unknown ``emission``, or ``"made"`` (binary frames) with a non-Bernoulli likelihood."""
+    if emission not in EMISSIONS:
+        raise ValueError(f"emission must be one of {EMISSIONS}, got {emission!r}")
+    if emission == "made" and likelihood != "bernoulli":
+        raise ValueError(
+            f"emission='made' is a distribution over binary frames: it needs likelihood='bernoulli', "
+            f"got likelihood={likelihood!r}"
+        )
 
 
 class SRNN(PyroModule):
@@ -31,6 +50,18 @@ class SRNN(PyroModule):
     with :math:`z_0 = 0`, a Bernoulli emission (binary frames such as piano
     rolls) or a diagonal Gaussian emission with a variance floor (real frames).
     Padded steps (``mask`` False) are masked out of every term.
+
+    The Bernoulli emission has independent keys given :math:`(z_t, d_t)`
+    (``emission="bernoulli"``), or, with ``emission="made"``, is autoregressive over
+    the keys of a frame (:class:`~pyro_seq.distributions.MADEBernoulli`, as the
+    RNN-NADE of Boulanger-Lewandowski et al. 2012): a :class:`~pyro_seq.nn.MADE`
+    (one hidden layer of ``hidden_dim``) conditioned on the emission MLP's last hidden
+    layer, the features that give the logits of the independent emission:
+
+    .. math::
+
+        p_\theta(x_t \mid z_t, d_t) = \prod_{k=1}^{D}
+            \mathrm{Bernoulli}\big(x_{t,k} \mid \sigma(\ell_k(x_{t,<k}, f(z_t, d_t)))\big).
 
     Long sequences can be trained in chunks with carried state
     (:mod:`pyro_seq.streaming`): given a ``carry``, the chunk starts from the
@@ -61,12 +92,21 @@ class SRNN(PyroModule):
         Gaussian.
     :param float dropout: dropout on the GRU input :math:`x_{t-1}` and after
         each hidden layer of the emission MLP (training mode only).
+    :param str emission: ``"bernoulli"`` (default: independent keys) or ``"made"``
+        (autoregressive keys; ``likelihood="bernoulli"`` only). Stored in
+        ``config["emission"]`` and as :attr:`emission_kind`.
 
     **References**
 
     [1] Marco Fraccaro, Søren Kaae Sønderby, Ulrich Paquet, Ole Winther,
         "Sequential Neural Models with Stochastic Layers", NIPS 2016,
         arXiv:1605.07571.
+    [2] Nicolas Boulanger-Lewandowski, Yoshua Bengio, Pascal Vincent, "Modeling
+        Temporal Dependencies in High-Dimensional Sequences: Application to
+        Polyphonic Music Generation and Transcription", ICML 2012, arXiv:1206.6392.
+    [3] Mathieu Germain, Karol Gregor, Iain Murray, Hugo Larochelle,
+        "MADE: Masked Autoencoder for Distribution Estimation", ICML 2015,
+        arXiv:1502.03509.
     """
 
     def __init__(
@@ -79,12 +119,14 @@ class SRNN(PyroModule):
         fast=True,
         min_scale=1e-3,
         dropout=0.0,
+        emission="bernoulli",
         name="srnn",
     ):
         if likelihood not in LIKELIHOODS:
             raise ValueError(
                 f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}"
             )
+        check_emission(emission, likelihood)
         super().__init__(name)
         self.config = dict(
             x_dim=x_dim,
@@ -95,16 +137,24 @@ class SRNN(PyroModule):
             fast=fast,
             min_scale=min_scale,
             dropout=dropout,
+            emission=emission,
         )
         self.x_dim, self.d_dim, self.z_dim = x_dim, d_dim, z_dim
         self.likelihood = likelihood
+        self.emission_kind = emission
         self.fast = fast
         self.min_scale = min_scale
         self.d_rnn = nn.GRU(x_dim, d_dim, batch_first=True)
         self.prior = GaussianTransition(z_dim, d_dim, hidden_dim, min_scale)
         out_dim = x_dim if likelihood == "bernoulli" else 2 * x_dim
         self.input_dropout = nn.Dropout(dropout)
-        self.emitter = MLP(z_dim + d_dim, [hidden_dim, hidden_dim], out_dim, dropout=dropout)
+        if emission == "made":
+            # the emission MLP up to its last hidden layer: the MADE's context
+            self.emitter = MLP(z_dim + d_dim, [hidden_dim, hidden_dim], None, dropout=dropout)
+            self.made = MADE(x_dim, hidden_dim, [hidden_dim])
+        else:
+            self.emitter = MLP(z_dim + d_dim, [hidden_dim, hidden_dim], out_dim, dropout=dropout)
+            self.made = None
         self.register_buffer("x_0", torch.zeros(x_dim))
         self.register_buffer("z_0", torch.zeros(z_dim))
         self._d_cache = GuideModelCache()
@@ -173,10 +223,13 @@ class SRNN(PyroModule):
 
         :param torch.Tensor z: ``[..., z_dim]``
         :param torch.Tensor d: ``[..., d_dim]``
-        :returns: a distribution with batch shape ``[..., x_dim]``
+        :returns: a :func:`~pyro_seq.distributions.frame_distribution`: batch shape
+            ``[..., x_dim]``, or with ``emission="made"`` a
+            :class:`~pyro_seq.distributions.MADEBernoulli` of batch shape ``[...]``
+            and event shape ``[x_dim]`` (see :func:`~pyro_seq.distributions.mask_frames`).
         """
-        out = self.emitter(torch.cat([z, d], dim=-1))  # [..., out_dim]
-        return frame_distribution(out, self.likelihood, self.min_scale)
+        out = self.emitter(torch.cat([z, d], dim=-1))  # [..., out_dim] (made: the context [..., hidden_dim])
+        return frame_distribution(out, self.likelihood, self.min_scale, made=self.made)
 
     def prior_chain(self, d, mask=None, z_init=None):
         """The latent path prior :math:`p(z_{1:T} \\mid d_{1:T})` as one distribution."""
@@ -208,11 +261,7 @@ class SRNN(PyroModule):
         with pyro.plate("sequences", batch, dim=-1):
             if self.fast:
                 z = pyro.sample("z", self.prior_chain(d, mask, z_init))  # [batch, time, z_dim]
-                pyro.sample(
-                    "x",
-                    self.emission(z, d).mask(mask.unsqueeze(-1)).to_event(2),
-                    obs=x,
-                )
+                pyro.sample("x", mask_frames(self.emission(z, d), mask), obs=x)  # event [time, x_dim]
                 return z
             prior = self.prior
             context = prior.project_context(d)  # [batch, time, hidden]
@@ -226,7 +275,7 @@ class SRNN(PyroModule):
                 )
                 pyro.sample(
                     f"x_{t + 1}",
-                    self.emission(z_prev, d[:, t]).to_event(1).mask(mask[:, t]),
+                    mask_frames(self.emission(z_prev, d[:, t]), mask[:, t]),  # event [x_dim]
                     obs=x[:, t],
                 )
                 zs.append(z_prev)
@@ -259,8 +308,8 @@ class SRNN(PyroModule):
         """
         loc, scale = self.prior.step(state["z"], ctx["prior_context"][:, t])  # [batch, z_dim]
         log_p = gaussian_log_prob(z_t, loc, scale).sum(-1)  # [batch]
-        emission = self.emission(z_t, ctx["d"][:, t])  # batch shape [batch, x_dim]
-        log_p = log_p + emission.log_prob(ctx["x"][:, t]).sum(-1)  # [batch]
+        emission = self.emission(z_t, ctx["d"][:, t])  # frames of batch shape [batch]
+        log_p = log_p + frame_log_prob(emission, ctx["x"][:, t])  # [batch]
         return log_p, {"z": z_t}
 
     # ---------------------------------------------------------------- sampling
@@ -273,8 +322,10 @@ class SRNN(PyroModule):
 
         :param int num_sequences: how many sequences.
         :param int num_steps: their length.
-        :param bool mean_frames: return emission means instead of samples for
-            the frames (the recurrence is always fed samples).
+        :param bool mean_frames: also return the emission means of the frames
+            (the recurrence is always fed samples); with ``emission="made"``, whose
+            mean has no closed form, the conditional key probabilities along each
+            drawn frame (:func:`~pyro_seq.distributions.frame_mean`).
         :returns: ``x [num_sequences, num_steps, x_dim]`` (and the means if asked).
         """
         if num_sequences < 1 or num_steps < 1:
@@ -300,7 +351,7 @@ class SRNN(PyroModule):
             emission = self.emission(z_prev, d_t)
             x_prev = emission.sample()  # [n, x_dim]
             xs.append(x_prev)
-            means.append(emission.mean)
+            means.append(frame_mean(emission, x_prev))  # [n, x_dim]
         x = torch.stack(xs, dim=1)  # [n, T, x_dim]
         if mean_frames:
             return x, torch.stack(means, dim=1)

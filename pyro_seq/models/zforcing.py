@@ -7,9 +7,15 @@ import torch.nn as nn
 from pyro.nn import PyroModule, pyro_method
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from pyro_seq.distributions import RecurrentGaussianChain, frame_distribution
-from pyro_seq.models.srnn import LIKELIHOODS
-from pyro_seq.nn import MLP, GaussianHead, TimeSlices, gaussian_log_prob, lstm_cell, shift_right
+from pyro_seq.distributions import (
+    RecurrentGaussianChain,
+    frame_distribution,
+    frame_log_prob,
+    frame_mean,
+    mask_frames,
+)
+from pyro_seq.models.srnn import LIKELIHOODS, check_emission
+from pyro_seq.nn import MADE, MLP, GaussianHead, TimeSlices, gaussian_log_prob, lstm_cell, shift_right
 from pyro_seq.util import GuideModelCache, check_sequences, module_tensor
 
 
@@ -33,7 +39,11 @@ class ZForcing(PyroModule):
     the emission predicts :math:`x_{t+1}`; here the frames are shifted by one
     so that step :math:`t` scores :math:`x_t`.) The emission is Bernoulli
     (binary frames) or a diagonal Gaussian with a variance floor (real frames);
-    padded steps (``mask`` False) are masked out of every term. Prior means are
+    padded steps (``mask`` False) are masked out of every term. With
+    ``emission="made"`` the Bernoulli emission is autoregressive over the keys of a
+    frame (:class:`~pyro_seq.distributions.MADEBernoulli`): a
+    :class:`~pyro_seq.nn.MADE` (one hidden layer of ``hidden_dim``) conditioned on the
+    emission MLP's hidden layer of :math:`h_t`, instead of independent keys. Prior means are
     soft-clamped to ±10 and scales to ``[min_scale, 10]``
     (:class:`~pyro_seq.nn.GaussianHead`), so long runs stay finite.
 
@@ -62,12 +72,18 @@ class ZForcing(PyroModule):
     :param bool fast: one sequence-level latent site (see above).
     :param float min_scale: variance floor (standard deviation).
     :param float dropout: dropout on the frame embedding and in the emission MLP.
+    :param str emission: ``"bernoulli"`` (default: independent keys) or ``"made"``
+        (autoregressive keys; ``likelihood="bernoulli"`` only). Stored in
+        ``config["emission"]`` and as :attr:`emission_kind`.
 
     **References**
 
     [1] Anirudh Goyal, Alessandro Sordoni, Marc-Alexandre Côté, Nan Rosemary Ke,
         Yoshua Bengio, "Z-Forcing: Training Stochastic Recurrent Networks",
         NIPS 2017, arXiv:1711.05411.
+    [2] Mathieu Germain, Karol Gregor, Iain Murray, Hugo Larochelle,
+        "MADE: Masked Autoencoder for Distribution Estimation", ICML 2015,
+        arXiv:1502.03509.
     """
 
     def __init__(
@@ -81,10 +97,12 @@ class ZForcing(PyroModule):
         fast=True,
         min_scale=1e-3,
         dropout=0.0,
+        emission="bernoulli",
         name="zforcing",
     ):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        check_emission(emission, likelihood)
         super().__init__(name)
         self.config = dict(
             x_dim=x_dim,
@@ -96,9 +114,11 @@ class ZForcing(PyroModule):
             fast=fast,
             min_scale=min_scale,
             dropout=dropout,
+            emission=emission,
         )
         self.x_dim, self.emb_dim, self.h_dim, self.z_dim = x_dim, emb_dim, h_dim, z_dim
         self.likelihood = likelihood
+        self.emission_kind = emission
         self.fast = fast
         self.min_scale = min_scale
         self.x_embed = nn.Linear(x_dim, emb_dim)
@@ -107,7 +127,13 @@ class ZForcing(PyroModule):
         self.rnn = nn.LSTM(2 * emb_dim, h_dim, batch_first=True)
         self.prior = GaussianHead(h_dim, z_dim, hidden_dim, min_scale)
         out_dim = x_dim if likelihood == "bernoulli" else 2 * x_dim
-        self.emitter = MLP(h_dim, [hidden_dim], out_dim, dropout=dropout)
+        if emission == "made":
+            # the emission MLP up to its hidden layer: the MADE's context
+            self.emitter = MLP(h_dim, [hidden_dim], None, dropout=dropout)
+            self.made = MADE(x_dim, hidden_dim, [hidden_dim])
+        else:
+            self.emitter = MLP(h_dim, [hidden_dim], out_dim, dropout=dropout)
+            self.made = None
         self.register_buffer("x_0", torch.zeros(x_dim))
         self.register_buffer("z_0", torch.zeros(z_dim))
         self._shared = GuideModelCache()
@@ -228,9 +254,13 @@ class ZForcing(PyroModule):
         return h_n[0], c_n[0]
 
     def emission(self, h):
-        """The distribution of :math:`x_t` given :math:`h_t [..., h_dim]`, batch shape ``[..., x_dim]``."""
-        out = self.emitter(h)  # [..., out_dim]
-        return frame_distribution(out, self.likelihood, self.min_scale)
+        """
+        The distribution of :math:`x_t` given :math:`h_t [..., h_dim]`: batch shape ``[..., x_dim]``,
+        or with ``emission="made"`` a :class:`~pyro_seq.distributions.MADEBernoulli` of batch
+        shape ``[...]`` and event shape ``[x_dim]``.
+        """
+        out = self.emitter(h)  # [..., out_dim] (made: the context [..., hidden_dim])
+        return frame_distribution(out, self.likelihood, self.min_scale, made=self.made)
 
     def chain(self, e_x, step_params, path_params, mask=None, memo=None, state=None):
         r"""
@@ -304,7 +334,7 @@ class ZForcing(PyroModule):
                 if memo.get("z") is not z:  # scored or replayed: one fused pass
                     memo["z"], memo["h"] = z, self.hidden_path(e_x, z, state)
                 h = memo["h"]  # [batch, time, h_dim]
-                pyro.sample("x", self.emission(h).mask(mask.unsqueeze(-1)).to_event(2), obs=x)
+                pyro.sample("x", mask_frames(self.emission(h), mask), obs=x)  # event [time, x_dim]
                 return z
             gates_x = self.input_gates(e_x)  # [batch, time, 4h]
             state = self.initial_state(batch, x) if state is None else state
@@ -313,9 +343,7 @@ class ZForcing(PyroModule):
                 loc, scale = self.prior(state[0])  # [batch, z_dim]
                 z_t = pyro.sample(f"z_{t + 1}", dist.Normal(loc, scale).to_event(1).mask(mask[:, t]))
                 state = self.advance(gates_x[:, t], z_t, state)
-                pyro.sample(
-                    f"x_{t + 1}", self.emission(state[0]).to_event(1).mask(mask[:, t]), obs=x[:, t]
-                )
+                pyro.sample(f"x_{t + 1}", mask_frames(self.emission(state[0]), mask[:, t]), obs=x[:, t])
                 zs.append(z_t)
             return torch.stack(zs, dim=1)  # [batch, time, z_dim]
 
@@ -347,7 +375,7 @@ class ZForcing(PyroModule):
         loc, scale = self.prior(state["h"])  # [batch, z_dim]
         log_p = gaussian_log_prob(z_t, loc, scale).sum(-1)  # [batch]
         h, c = self.advance(ctx["gates_x"][:, t], z_t, (state["h"], state["c"]))
-        log_p = log_p + self.emission(h).log_prob(ctx["x"][:, t]).sum(-1)  # [batch]
+        log_p = log_p + frame_log_prob(self.emission(h), ctx["x"][:, t])  # [batch]
         return log_p, {"h": h, "c": c}
 
     # ---------------------------------------------------------------- sampling
@@ -377,7 +405,7 @@ class ZForcing(PyroModule):
                 emission = self.emission(state[0])
                 x_prev = emission.sample()  # [n, x_dim]
                 xs.append(x_prev)
-                means.append(emission.mean)
+                means.append(frame_mean(emission, x_prev))  # [n, x_dim]
         finally:
             self.train(was_training)
         x = torch.stack(xs, dim=1)  # [n, T, x_dim]
