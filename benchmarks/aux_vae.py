@@ -1,5 +1,5 @@
 """
-Does an auxiliary variable tighten a plain VAE's bound? (issue 6; Maaløe et al. 2016, section 2)
+Does an auxiliary variable tighten a plain VAE's bound? (Maaløe et al. 2016, section 2)
 
 Trains, with the same seed, data order and number of steps, a one-layer VAE
 (:class:`~pyro_seq.models.LadderVAE` with one stochastic layer, :class:`~pyro_seq.guides.BottomUpGuide`)
@@ -28,12 +28,12 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyro_seq.bounds import evaluate
-from pyro_seq.checkpoint import load_checkpoint
+from pyro_seq.training.checkpoint import load_checkpoint
 from pyro_seq.data import load_images, make_batches
 from pyro_seq.guides import BottomUpGuide, add_auxiliary
 from pyro_seq.losses import WarmupTrace_ELBO
 from pyro_seq.models import LadderVAE
-from pyro_seq.trainer import Trainer
+from pyro_seq.training.trainer import Trainer
 
 
 def build(auxiliary, z_dim, hidden, a_dim):

@@ -1,6 +1,6 @@
 """
 RNN-SPN training-step time: the Pyro step (``SVI`` with ``Trace_ELBO``, the empty guide and
-``ClippedAdam``, as :mod:`pyro_seq.spatial` trains it) against a hand-written pure-PyTorch step of
+``ClippedAdam``, as :mod:`pyro_seq.contrib.spatial.recipe` trains it) against a hand-written pure-PyTorch step of
 the same loss (the same network's logits, ``F.cross_entropy(reduction="sum")``, ``torch.optim.Adam``
 after gradient-norm clipping), interleaved in the same run on the same batches, for each
 down-sampling factor; with ``--kinds`` also the FFN-SPN and the CNN, and with ``--stochastic`` the
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 
-from pyro_seq.data.cluttered import ClutteredBatches, load_cluttered_mnist
-from pyro_seq.spatial import DEFAULT_CHANNELS, build_spn
+from pyro_seq.contrib.spatial.data import ClutteredBatches, load_cluttered_mnist
+from pyro_seq.contrib.spatial.recipe import DEFAULT_CHANNELS, build_spn
 
 
 def pure_loss(model, guide, x, y):

@@ -15,7 +15,7 @@ split grouped by length. The Ladder VAE at the paper's MNIST size (5 layers,
 z 64-32-16-8-4, blocks of two layers 512-256-128-64-32, batch norm) with the
 ladder guide, batch 256 of the fixed binarized MNIST (it has no per-step form). The ADGM at the
 released code's MNIST size (every network 500-500, z = a = 100) with the auxiliary guide and
-:class:`~pyro_seq.losses.SemiSupervisedELBO` (labels enumerated by ``TraceEnum_ELBO``), 100
+:class:`~pyro_seq.losses.SemiSupervised_ELBO` (labels enumerated by ``TraceEnum_ELBO``), 100
 labelled + 100 unlabelled dynamically binarized MNIST images per step; its floor is
 ``reference.semi_supervised_loss`` (an explicit loop over the ten classes). Three Pyro variants are timed: the fast form (one
 sequence-level latent site and one emission site) with Pyro's validation on (the
@@ -51,8 +51,8 @@ from pyro.optim import ClippedAdam
 from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
 
 from pyro_seq.data import load_semi_supervised, load_sequences, make_batches, to_device
-from pyro_seq.guides import AuxiliaryGuide, LadderGuide, SRNNGuide, ZForcingGuide
-from pyro_seq.losses import LinearSchedule, SemiSupervisedELBO, WarmupTrace_ELBO, ZForcingTrace_ELBO
+from pyro_seq.guides import SemiSupervisedGuide, LadderGuide, SRNNGuide, ZForcingGuide
+from pyro_seq.losses import LinearSchedule, SemiSupervised_ELBO, WarmupTrace_ELBO, ZForcingTrace_ELBO
 from pyro_seq.models import ADGM, EMISSIONS, SRNN, LadderVAE, ZForcing
 from pyro_seq.reference import ladder_elbo, semi_supervised_loss, srnn_elbo, zforcing_elbo
 
@@ -82,7 +82,7 @@ def build_lvae(seed, fast=True):
 def build_adgm(seed, fast=True):
     torch.manual_seed(seed)
     model = ADGM()
-    return model, AuxiliaryGuide(model)
+    return model, SemiSupervisedGuide(model)
 
 
 def lvae_floor(model, guide, batch, beta):
@@ -111,7 +111,7 @@ MODELS = {
                  zforcing_floor, dict(emb=128, h=256, b=256, z=32, hidden=256, aux_weight=1.0, backward_weight=1.0)),
     "lvae": (build_lvae, lambda schedule: WarmupTrace_ELBO(schedule=schedule), lvae_floor,
              dict(z=[64, 32, 16, 8, 4], hidden=[512, 256, 128, 64, 32], layers_per_block=2, batch_norm=True)),
-    "adgm": (build_adgm, lambda schedule: SemiSupervisedELBO(alpha=50.0), adgm_floor,
+    "adgm": (build_adgm, lambda schedule: SemiSupervised_ELBO(alpha=50.0), adgm_floor,
              dict(z=100, a=100, hidden=[500, 500], labelled=100, unlabelled=100, alpha=50.0)),
 }
 #: models without a per-step (pyro.markov) form

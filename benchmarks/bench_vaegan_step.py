@@ -25,7 +25,7 @@ from pyro_seq.guides import VAEGANGuide
 from pyro_seq.losses import VAEGANLoss, vaegan_backward, vaegan_optim, vaegan_parameters
 from pyro_seq.models import VAEGAN
 from pyro_seq.reference import vaegan_terms
-from pyro_seq.vaegan import IMAGE_DATA, image_batches, load_image_split
+from pyro_seq.data.image_batches import IMAGE_DATA, image_batches, load_image_split
 
 
 def main(argv=None):

@@ -1,7 +1,7 @@
 """
 Time and peak memory of SRNN training and evaluation against sequence length: whole sequences
 (backpropagation through all T frames) against streaming in chunks of L frames with carried
-state (:mod:`pyro_seq.streaming`).
+state (:mod:`pyro_seq.data.streaming`).
 
     OMP_NUM_THREADS=1 python benchmarks/long_sequences.py --data-root ../shared/data \\
         --lengths 100 300 1000 3000 10000 --chunk 100 --out runs/long_sequences
@@ -16,7 +16,7 @@ so it counts what the pass itself allocated. Modes:
 - ``train_whole``: one SVI step on the ``[batch, T]`` batch;
 - ``train_stream``: one pass over the same frames as T / L SVI steps on ``[batch, L]`` chunks;
 - ``eval_whole``: the ELBO of the batch under ``torch.no_grad``;
-- ``eval_stream``: :func:`~pyro_seq.streaming.streaming_elbo` in chunks of L.
+- ``eval_stream``: :func:`~pyro_seq.bounds.streaming_elbo` in chunks of L.
 
 Writes ``results.jsonl`` and ``long_sequences.png`` under ``--out`` and prints a Markdown table.
 """
@@ -51,7 +51,8 @@ def measure(args):
     from pyro_seq.data import load_music, pad_batch
     from pyro_seq.guides import SRNNGuide
     from pyro_seq.models import SRNN
-    from pyro_seq.streaming import stream_batches, streaming_elbo
+    from pyro_seq.bounds import streaming_elbo
+    from pyro_seq.data.streaming import stream_batches
 
     stream = np.concatenate(list(load_music("piano", "train", data_root=args.data_root)), axis=0)  # [N, 88]
     T, B = args.length, args.batch

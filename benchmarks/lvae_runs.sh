@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ladder VAE experiment (issue 5): VAE (bottom-up guide) vs LVAE (ladder guide), each with and
+# Ladder VAE experiment: VAE (bottom-up guide) vs LVAE (ladder guide), each with and
 # without KL warm-up + batch norm, at depths 2 and 5, on the fixed binarized MNIST.
 #
 #   PYRO_SEQ_DATA=../shared/data bash benchmarks/lvae_runs.sh [EPOCHS] [JOBS] [RUN ...]

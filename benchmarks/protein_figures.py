@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pyro_seq.calibration import reliability_diagram
-from pyro_seq.cli import load_model
-from pyro_seq.data.protein import protein_batches
-from pyro_seq.protein import evaluate_protein, test_sets_of
-from pyro_seq.protein_plots import attention_profile, attention_track, filter_logos, structure_strip
+from pyro_seq.contrib.protein.data import protein_batches
+from pyro_seq.contrib.protein.metrics import evaluate_protein, test_sets_of
+from pyro_seq.contrib.protein.plots import attention_profile, attention_track, filter_logos, structure_strip
+from pyro_seq.diagnostics.calibration import reliability_diagram
+from pyro_seq.recipes import load_model
 
 VARIANT_NAMES = {"deterministic": "deterministic", "mc_dropout": "MC dropout", "bayesian": "Bayesian last layer"}
 
@@ -93,7 +93,7 @@ def main():
         batches = protein_batches(records, 64, max_length=state["config"]["data"]["max_length"])
         if kind == "localizer":
             attention_profile(model, batches, out / "protein_attention_profile.png", title=f"attention along the proteins of {test_name} (loc_det)")
-            from pyro_seq.protein_plots import kyte_doolittle
+            from pyro_seq.contrib.protein.plots import kyte_doolittle
 
             # the extracellular protein (<= 400 residues, starting with M) with the most hydrophobic
             # N-terminal stretch: a clear signal-peptide h-region

@@ -22,9 +22,9 @@ import numpy as np
 import pyro
 import torch
 
-from pyro_seq.cli import load_model
-from pyro_seq.data.cluttered import ClutteredBatches
-from pyro_seq.spatial import _load_split, digit_metrics, evaluate_spn, glimpse_figure
+from pyro_seq.contrib.spatial.data import ClutteredBatches
+from pyro_seq.contrib.spatial.metrics import digit_metrics, evaluate_spn, glimpse_figure, load_split
+from pyro_seq.recipes import load_model
 
 PAPER = {"rnn_spn": 1.5, "ffn_spn": 2.0, "cnn": 2.9}
 NAMES = {"rnn_spn": "RNN-SPN", "ffn_spn": "FFN-SPN", "cnn": "CNN",
@@ -87,9 +87,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from pyro_seq.plotting import _pyplot, _save
+    from pyro_seq.plotting import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     table, curves = {}, {}
     for name in NAMES:
         run = runs / name
@@ -99,15 +99,17 @@ def main(argv=None):
             model, guide, _, state = load_model(run / "best.pt")
             record = evaluate_spn(model, guide, state, run, num_samples=8, seed=0, data_root=args.data_root)
             epochs = [r for r in _log(run) if r.get("event") == "epoch"]
+            record = {"event": "test", **record, "train_seconds": epochs[-1]["elapsed"], "steps": epochs[-1]["step"]}  # as pyro_seq.recipes.train records it
             with open(run / "log.jsonl", "a") as f:
-                f.write(json.dumps({"event": "test", **record, "train_seconds": epochs[-1]["elapsed"], "steps": epochs[-1]["step"]}) + "\n")
+                f.write(json.dumps(record) + "\n")
+            (run / "test.json").write_text(json.dumps(record, indent=2) + "\n")
         record = json.loads((run / "test.json").read_text())
         log = _log(run)
         epochs = [r for r in log if r.get("event") == "epoch"]
         test_line = [r for r in log if r.get("event") == "test"][-1]
         curves[name] = [(r["epoch"], r["valid_bound"]) for r in epochs]
         model, guide, _, state = load_model(run / "best.pt")
-        test = _load_split(state["config"]["data"], "test", state["config"]["data"]["num_test"], args.data_root)
+        test = load_split(state["config"]["data"], "test", state["config"]["data"]["num_test"], args.data_root)
         row = {**record["test"], "epoch": record["epoch"], "epochs_run": len(epochs), "steps": test_line.get("steps"),
                "train_minutes": test_line.get("train_seconds", 0) / 60, "paper_digit_error": PAPER.get(name)}
         row["attention"] = attention_offsets(model, guide, test)
@@ -136,7 +138,7 @@ def main(argv=None):
         ax.set_ylabel("validation digit error %")
         ax.set_yscale("log")
         ax.legend(fontsize=8)
-        _save(fig, out / "spn_valid_error.png")
+        save_figure(fig, out / "spn_valid_error.png")
     ds = {}
     for factor in (1, 2, 3, 4):
         run = runs / f"ds{factor}"
@@ -164,7 +166,7 @@ def main(argv=None):
         ax2.plot(fs, [ds[f]["seconds_per_step"] for f in fs], marker="s", color="tab:red")
         ax2.set_ylabel("seconds per step", color="tab:red")
         ax2.set_yscale("log")
-        _save(fig, out / "spn_downsample.png")
+        save_figure(fig, out / "spn_downsample.png")
 
 
 if __name__ == "__main__":

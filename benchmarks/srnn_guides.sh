@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SRNN on JSB with each guide (issue: compare guides): the filter, the smoother without Res_q,
+# SRNN on JSB with each guide: the filter, the smoother without Res_q,
 # and the smoother with Res_q (the "warmup" run of benchmarks/zforcing_claim.py), all with the
 # settings of that experiment; then the test bounds: ELBO and IWAE with K = 100 and 1000, and
 # FIVO with 100 and 1000 particles (and the same for the best Z-Forcing run of the claim experiment).

@@ -9,14 +9,14 @@ import json
 import sys
 from pathlib import Path
 
-from pyro_seq.plotting import _pyplot, _save
+from pyro_seq.plotting import pyplot, save_figure
 
 COLOURS = {"m2": "tab:grey", "adgm": "tab:blue", "sdgm": "tab:orange"}
 
 
 def main(argv=None):
     root, png = (argv or sys.argv[1:])[:2]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for model, colour in COLOURS.items():
         for i, log in enumerate(sorted(Path(root).glob(f"{model}_s*/log.jsonl"))):
@@ -29,7 +29,7 @@ def main(argv=None):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     ax.set_title(f"{Path(root).name}: 10 labels per class, one line per label seed")
-    print(_save(fig, png))
+    print(save_figure(fig, png))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Semi-supervised experiment (issue 6): M2, ADGM and SDGM with 10 labels per class, over label seeds.
+# Semi-supervised experiment: M2, ADGM and SDGM with 10 labels per class, over label seeds.
 #
 #   PYRO_SEQ_DATA=../shared/data bash benchmarks/ssl_runs.sh [EPOCHS] [JOBS] [DATA] [SEEDS]
 #

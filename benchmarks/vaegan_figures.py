@@ -16,9 +16,13 @@ from pathlib import Path
 
 import torch
 
-from pyro_seq.cli import load_model
-from pyro_seq.plotting import _pyplot, _save
-from pyro_seq.vaegan import OLIVETTI_GLASSES, attribute_vector, latent_arithmetic, load_image_split
+from pyro_seq.data import load_image_split
+from pyro_seq.plotting import pyplot, save_figure
+from pyro_seq.recipes import load_model
+
+#: Olivetti people wearing glasses in their first image (chosen by eye from a grid of the 40 people;
+#: a person-level label, so a few of their ten images may be without glasses).
+OLIVETTI_GLASSES = (1, 3, 5, 12, 13, 16, 18, 19, 26, 27, 30, 33, 36)
 
 COLUMNS = (
     ("pixel_mse", "pixel MSE", "{:.5f}"),
@@ -49,7 +53,7 @@ def table(runs):
             rows.append(f"| {data} | {'VAE/GAN' if kind == 'vaegan' else 'VAE'} | {rec['epoch']} | " + " | ".join(cells) + f" | {rec['train_seconds'] / 60:.1f} |")
     classifier_path = Path("runs/mnist_classifier.pt")
     if classifier_path.is_file() and any(k.startswith("mnist") for k in records):
-        from pyro_seq.image_metrics import load_or_train_classifier, sample_quality
+        from pyro_seq.diagnostics.image_metrics import load_or_train_classifier, sample_quality
 
         classifier, _ = load_or_train_classifier(classifier_path)
         real, _ = load_image_split("mnist", "train", None, 2000)
@@ -63,7 +67,7 @@ def table(runs):
 
 
 def seeds(runs, out):
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     summary = []
     for run in sorted(runs.glob("faces_vaegan_s*")):
@@ -91,8 +95,45 @@ def seeds(runs, out):
     axes[1].set_ylabel("D(real) - D(prior sample)")
     axes[0].legend(fontsize=7)
     fig.suptitle("VAE/GAN on Olivetti faces, one line per seed (validation images, evaluation mode)", fontsize=9)
-    _save(fig, out / "vaegan_seeds.png")
+    save_figure(fig, out / "vaegan_seeds.png")
     return summary
+
+
+@torch.no_grad()
+def attribute_vector(guide, with_attribute, without_attribute):
+    """
+    The mean latent difference :math:`\\bar z_{\\text{with}} - \\bar z_{\\text{without}}` of two
+    groups of images (posterior means of :math:`q(z \\mid x)`, evaluation mode), as in the paper's
+    visual attribute vectors.
+
+    :returns: ``[z_dim]``.
+    """
+    was_training = guide.training
+    guide.eval()
+    try:
+        mean_with = guide.encode(with_attribute)[0].mean(0)  # [z_dim]
+        mean_without = guide.encode(without_attribute)[0].mean(0)  # [z_dim]
+    finally:
+        guide.train(was_training)
+    return mean_with - mean_without
+
+
+@torch.no_grad()
+def latent_arithmetic(model, guide, targets, vector, strengths=(0.0, 0.5, 1.0, 1.5, 2.0)):
+    """
+    Decode :math:`\\mu_\\phi(x) + s\\, v` for every target image and strength ``s``.
+
+    :returns: ``[len(targets), len(strengths), C, H, W]`` images in [0, 1].
+    """
+    was_training = guide.training
+    guide.eval()
+    try:
+        loc = guide.encode(targets)[0]  # [n, z_dim]
+    finally:
+        guide.train(was_training)
+    s = torch.as_tensor(strengths, dtype=loc.dtype, device=loc.device)  # [S]
+    z = loc[:, None, :] + s[None, :, None] * vector  # [n, S, z_dim]
+    return model.generate(0, z=z.reshape(-1, z.size(-1))).view(len(targets), len(s), *model.image_shape)
 
 
 def glasses(runs, out, data_root):
@@ -106,7 +147,7 @@ def glasses(runs, out, data_root):
     targets = torch.stack(list(test_people.values()))  # one image of each held-out person without glasses
     has = torch.tensor([pid in OLIVETTI_GLASSES for pid in person.tolist()])
     strengths = (0.0, 0.5, 1.0, 1.5, 2.0)
-    plt = _pyplot()
+    plt = pyplot()
     kinds = [k for k in ("vae", "vaegan") if (runs / f"faces_{k}_s0" / "last.pt").is_file()]
     fig, axes = plt.subplots(len(targets), (len(strengths) + 1) * len(kinds), figsize=(1.2 * (len(strengths) + 1) * len(kinds), 1.25 * len(targets)), squeeze=False)
     for k, kind in enumerate(kinds):
@@ -125,7 +166,7 @@ def glasses(runs, out, data_root):
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle("z + s·v, v = mean z(glasses) − mean z(no glasses) over the 32 training people; inputs are held-out people", fontsize=8)
-    return _save(fig, out / "vaegan_glasses.png")
+    return save_figure(fig, out / "vaegan_glasses.png")
 
 
 def main():

@@ -103,7 +103,7 @@ def cmd_table(args):
     import pyro
     import torch
 
-    from pyro_seq.cli import load_model
+    from pyro_seq.recipes import load_model
     from pyro_seq.data import load_sequences, make_batches
     from pyro_seq.diagnostics.latents import latent_health
 

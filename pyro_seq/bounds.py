@@ -27,7 +27,7 @@ Both are reported as negative log-likelihoods under three normalisations:
   e.g. per image for sequential MNIST).
 
 :class:`IWAELoss` is the importance-weighted bound as a training objective
-for :class:`~pyro_seq.trainer.Trainer` (or :class:`~pyro.infer.SVI`).
+for :class:`~pyro_seq.training.trainer.Trainer` (or :class:`~pyro.infer.SVI`).
 
 **References**
 
@@ -37,75 +37,16 @@ for :class:`~pyro_seq.trainer.Trainer` (or :class:`~pyro.infer.SVI`).
 
 import math
 import numbers
+from typing import Dict, Sequence
 
-import pyro.poutine as poutine
-from pyro.poutine.util import site_is_subsample
 import torch
 
-from pyro_seq.util import check_batch
+from pyro_seq.data import streaming
+from pyro_seq.losses.particle import check_inputs, repeat_batch, trace_log_weights  # noqa: F401 (public here too)
+from pyro_seq.util import module_tensor
 
 #: Default bound on ``particles * batch * time`` per pass of :func:`log_importance_weights`.
 DEFAULT_MAX_FRAMES = 1 << 16
-
-
-def _per_sequence_log_prob(trace, batch, observed=None):
-    """
-    Sum over the sample sites of a trace (with ``log_prob`` computed) of each
-    sequence's log density, ``[batch]``; ``observed`` keeps only the observed
-    (True) or latent (False) sites.
-    """
-    total = 0.0
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample":
-            continue
-        if observed is not None and bool(site["is_observed"]) != observed:
-            continue
-        log_p = site["log_prob"]
-        if log_p.dim() == 0:
-            log_p = log_p.expand(batch) / batch
-        elif log_p.shape != (batch,):
-            raise ValueError(
-                f"site {name!r} has log_prob shape {tuple(log_p.shape)}; "
-                f"expected [batch] = [{batch}] (one value per sequence in the plate)"
-            )
-        total = total + log_p
-    return total
-
-
-def trace_log_weights(model, guide, x, mask, *args):
-    """
-    One guide sample per row and its log importance weight (differentiable).
-
-    :param torch.Tensor x: ``[rows, time, x_dim]``
-    :param torch.Tensor mask: ``[rows, time]``
-    :param args: further arguments of the model and guide (e.g. a
-        :class:`~pyro_seq.streaming.StreamCarry`).
-    :returns: ``(log_w, log_likelihood)``, each ``[rows]``:
-        :math:`\\log p(x, z) - \\log q(z \\mid x)` and its observed part
-        :math:`\\log p(x \\mid z)`.
-    """
-    rows = x.shape[0]
-    guide_trace = poutine.trace(guide).get_trace(x, mask, *args)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, mask, *args)
-    model_trace.compute_log_prob()
-    guide_trace.compute_log_prob()
-    log_likelihood = _per_sequence_log_prob(model_trace, rows, observed=True)  # [rows]
-    log_prior = _per_sequence_log_prob(model_trace, rows, observed=False)  # [rows]
-    log_q = _per_sequence_log_prob(guide_trace, rows)  # [rows]
-    for name, site in guide_trace.nodes.items():
-        if (
-            site["type"] == "sample"
-            and not site["is_observed"]
-            and not site_is_subsample(site)
-            and not site["fn"].has_rsample
-        ):
-            raise NotImplementedError(
-                f"guide site {name!r} is not reparameterisable; importance-weighted "
-                "gradients need reparameterised guide samples"
-            )
-    zero = x.new_zeros(rows)  # [rows]: a trace without observed or latent sites
-    log_w = zero + log_likelihood + log_prior - log_q  # [rows]
-    return log_w, zero + log_likelihood
 
 
 def particles_per_chunk(num_samples, batch, time, chunk_size=None, max_frames=None):
@@ -120,31 +61,6 @@ def particles_per_chunk(num_samples, batch, time, chunk_size=None, max_frames=No
         return min(chunk_size, num_samples)
     max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
     return max(1, min(num_samples, max_frames // (batch * time)))
-
-
-def check_inputs(model, x, mask=None):
-    """
-    Validate a batch before it is repeated for several samples or particles:
-    :func:`~pyro_seq.util.check_batch` (type, rank, emptiness, ``mask`` shape),
-    then the model's own ``check(x, mask)`` where it has one, so that errors name
-    the caller's shapes rather than those of the repeated batch.
-
-    :returns: ``(batch, time, mask)`` with ``mask`` all True ``[batch, time]`` if it was
-        ``None`` (``time = 1`` for 2-D images ``[batch, x_dim]``).
-    :raises TypeError, ValueError: see :func:`~pyro_seq.util.check_batch` and the model.
-    """
-    batch, time = check_batch(x, mask)
-    check = getattr(model, "check", None)
-    if callable(check):
-        check(x, mask)
-    if mask is None:
-        mask = torch.ones(batch, time, dtype=torch.bool, device=x.device)
-    return batch, time, mask
-
-
-def repeat_batch(t, k):
-    """``t`` stacked ``k`` times along the batch dim (row ``k' * batch + b``), any rank."""
-    return t.repeat(k, *([1] * (t.dim() - 1)))
 
 
 def _check_num(name, value):
@@ -314,105 +230,36 @@ def evaluate(model, guide, batches, num_samples=1, chunk_size=None, max_frames=N
     return result
 
 
-# ------------------------------------------------------------ training loss
-
-
-def iwae_objective(log_w):
+@torch.no_grad()
+def streaming_elbo(model, guide, sequences: Sequence, batch_size: int, chunk_length: int, device=None) -> Dict[str, object]:
     """
-    Per-sequence importance-weighted bound from particle-major log weights.
+    Per-sequence ELBO of whole sequences evaluated chunk by chunk with carried state (one guide
+    sample per sequence), in memory that does not grow with sequence length.
 
-    :param torch.Tensor log_w: ``[K, batch]``
-    :returns: ``[batch]``, :math:`\\log \\frac1K \\sum_k w^{(k)}`.
+    :returns: dict with ``elbo`` (:func:`~pyro_seq.bounds.normalise` of the negative bound:
+        ``total``, ``seq_mean``, ``per_sequence``), ``log_likelihoods [num_sequences]`` (nats,
+        in the order of ``sequences``), ``num_sequences`` and ``num_frames``.
     """
-    return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
-
-
-class ParticleLoss:
-    """
-    Base of the particle objectives (:class:`IWAELoss`, :class:`~pyro_seq.fivo.FIVOLoss`):
-    the interface :class:`~pyro_seq.trainer.Trainer` and :class:`~pyro.infer.SVI` use,
-    ``loss``, ``differentiable_loss`` and ``loss_and_grads(model, guide, x, mask)``, around a
-    subclass's ``differentiable_loss``. ``step`` is set by the trainer (unused); ``beta`` is 1.
-
-    :param int num_particles: :math:`K`.
-    """
-
-    beta = 1.0
-
-    def __init__(self, num_particles):
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-        self.num_particles = int(num_particles)
-        self.step = 0
-        self.last_terms = {}
-
-    def differentiable_loss(self, model, guide, x, mask=None):
-        raise NotImplementedError
-
-    def loss(self, model, guide, x, mask=None):
-        """The loss as a float, without gradients."""
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, x, mask))
-
-    def loss_and_grads(self, model, guide, x, mask=None):
-        """The loss as a float; accumulates its gradients into the parameters."""
-        loss = self.differentiable_loss(model, guide, x, mask)
-        if loss.requires_grad:
-            loss.backward()
-        return float(loss.detach())
-
-
-class IWAELoss(ParticleLoss):
-    r"""
-    The importance-weighted bound (IWAE) as a training objective:
-
-    .. math::
-
-        \mathcal{L}_K(x) = \sum_b \mathbb{E}_{z^{(1:K)}_b \sim q}\Big[
-            \log \frac{1}{K} \sum_{k=1}^{K}
-            \frac{p(x_b, z^{(k)}_b)}{q(z^{(k)}_b \mid x_b)}\Big],
-
-    a log-mean-exp over the :math:`K` particles *of each sequence* (the batch
-    is repeated :math:`K` times, particle-major), then a sum over sequences.
-    Pyro's :class:`~pyro.infer.RenyiELBO` with :math:`\alpha = 0` instead takes
-    the log-mean-exp of the weights of the whole batch, a looser bound on
-    :math:`\sum_b \log p(x_b)`. With ``num_particles=1`` this is the ELBO
-    exactly (same value and gradients as :class:`~pyro.infer.Trace_ELBO` for the
-    same random numbers). Gradients use the reparameterised guide samples
-    (every latent guide site must have ``rsample``).
-
-    The interface is what :class:`~pyro_seq.trainer.Trainer` and
-    :class:`~pyro.infer.SVI` use: ``loss``, ``differentiable_loss`` and
-    ``loss_and_grads(model, guide, x, mask)``; ``step`` is set by the trainer
-    (unused), and ``last_terms`` holds detached sums over the batch of the
-    particle-averaged ``log_likelihood`` and ``kl`` (their difference is the
-    ELBO), the ``iwae`` bound itself and ``beta`` (always 1).
-
-    :param int num_particles: :math:`K`.
-
-    **References**
-
-    [1] Yuri Burda, Roger Grosse, Ruslan Salakhutdinov, "Importance Weighted
-        Autoencoders", ICLR 2016, arXiv:1509.00519.
-    """
-
-    def __init__(self, num_particles=2):
-        super().__init__(num_particles)
-
-    def differentiable_loss(self, model, guide, x, mask=None):
-        """:math:`-\\mathcal{L}_K`, summed over the batch, differentiable."""
-        batch, _, mask = check_inputs(model, x, mask)
-        k = self.num_particles
-        xk = repeat_batch(x, k)  # [k * batch, time, x_dim]
-        mk = repeat_batch(mask, k)  # [k * batch, time]
-        log_w, log_likelihood = trace_log_weights(model, guide, xk, mk)  # [k * batch]
-        bound = iwae_objective(log_w.reshape(k, batch))  # [batch]
-        log_likelihood = log_likelihood.detach().reshape(k, batch).mean(0).sum()
-        elbo = log_w.detach().reshape(k, batch).mean(0).sum()
-        self.last_terms = {
-            "log_likelihood": log_likelihood,
-            "kl": log_likelihood - elbo,
-            "iwae": bound.detach().sum(),
-            "beta": 1.0,
-        }
-        return -bound.sum()
+    like = module_tensor(model)
+    dtype = torch.float32 if like is None else like.dtype
+    batches = streaming.StreamBatches(sequences, batch_size, chunk_length, shuffle=False, dtype=dtype)
+    totals = torch.zeros(len(batches.sequences), dtype=torch.float64)
+    was_training = (model.training, guide.training)
+    model.eval()
+    guide.eval()
+    try:
+        for batch in batches:
+            if device is not None:
+                batch = batch.to(device)
+            log_w, _ = trace_log_weights(model, guide, batch.x, batch.mask, batch.carry)  # [batch]
+            totals.index_add_(0, batch.sequence_index, log_w.double().cpu())
+    finally:
+        model.train(was_training[0])
+        guide.train(was_training[1])
+    lengths = torch.tensor([len(s) for s in batches.sequences])
+    return {
+        "elbo": normalise(totals, lengths),
+        "log_likelihoods": totals,
+        "num_sequences": len(batches.sequences),
+        "num_frames": int(lengths.sum()),
+    }

@@ -1,11 +1,13 @@
-"""Pictures of generated sequences that are not piano rolls (images drawn row by row, audio frames)."""
+"""Figure helpers: matplotlib without a display (:func:`pyplot`, :func:`save_figure`) and pictures of
+generated sequences that are not piano rolls (images drawn row by row, audio frames)."""
 
 from pathlib import Path
 
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -14,11 +16,12 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path):
+def save_figure(fig, path):
+    """Write ``fig`` to ``path`` (parent folders made), close it and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -33,7 +36,7 @@ def image_grid_png(x, path, title=None, columns=8):
     x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32)
     if x.ndim != 3:
         raise ValueError(f"expected [n, T, x_dim] images, got shape {x.shape}")
-    plt = _pyplot()
+    plt = pyplot()
     n = x.shape[0]
     cols = min(columns, n)
     rows = (n + cols - 1) // cols
@@ -44,7 +47,7 @@ def image_grid_png(x, path, title=None, columns=8):
             ax.imshow(x[i], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def signal_png(frames, path, title=None):
@@ -57,10 +60,10 @@ def signal_png(frames, path, title=None):
     frames = np.asarray(frames.detach().cpu() if hasattr(frames, "detach") else frames, dtype=np.float32)
     if frames.ndim != 2:
         raise ValueError(f"expected [T, frame_size] frames, got shape {frames.shape}")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 2))
     ax.plot(frames.reshape(-1), linewidth=0.5)
     ax.set_xlabel("sample")
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -343,7 +343,7 @@ def _semi_supervised_terms(model, guide, x, y):
 
 def semi_supervised_loss(model, guide, x_labelled, y_labelled, x_unlabelled, alpha):
     r"""
-    The loss of :class:`~pyro_seq.losses.SemiSupervisedELBO` (one particle, no warm-up) by hand,
+    The loss of :class:`~pyro_seq.losses.SemiSupervised_ELBO` (one particle, no warm-up) by hand,
     the sum over classes written out as a loop:
 
     .. math::

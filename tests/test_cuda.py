@@ -102,14 +102,14 @@ def test_lvae_cpu_and_cuda_give_the_same_bound():
 
 def check_semi_supervised_devices_agree(device, monkeypatch):
     from pyro_seq import reference
-    from pyro_seq.guides import AuxiliaryGuide
-    from pyro_seq.losses import SemiSupervisedELBO
+    from pyro_seq.guides import SemiSupervisedGuide
+    from pyro_seq.losses import SemiSupervised_ELBO
     from pyro_seq.models import ADGM, SDGM
 
     for cls in (ADGM, SDGM):
         torch.manual_seed(0)
         model = cls(x_dim=12, y_dim=4, z_dim=3, a_dim=2, hidden_dims=(8,)).double()
-        guide = AuxiliaryGuide(model).double()
+        guide = SemiSupervisedGuide(model).double()
         x_l, y_l, x_u = (torch.rand(3, 12) < 0.3).double(), torch.tensor([0, 3, 1]), (torch.rand(5, 12) < 0.3).double()
         noise = {}  # the same standard-normal draws on both devices, in the order they are drawn
 
@@ -128,7 +128,7 @@ def check_semi_supervised_devices_agree(device, monkeypatch):
         assert on_device.device.type == torch.device(device).type
         assert torch.allclose(on_cpu, on_device.cpu(), atol=1e-8, rtol=0)
         pyro.clear_param_store()
-        svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), SemiSupervisedELBO(alpha=2.0))
+        svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), SemiSupervised_ELBO(alpha=2.0))
         assert torch.isfinite(torch.tensor(svi.step(x_l.to(device), y_l.to(device), x_u.to(device))))
         assert guide.predict(x_u.to(device), num_samples=3).probs.device.type == torch.device(device).type
         assert model.generate(torch.arange(4)).device.type == torch.device(device).type
@@ -147,10 +147,10 @@ def check_streamed_training_on(device, out_dir):
     """Streamed SRNN training through the trainer on ``device``; the checkpoint loads on the CPU."""
     from pyro.infer import Trace_ELBO
 
-    from pyro_seq.checkpoint import load_checkpoint
+    from pyro_seq.training.checkpoint import load_checkpoint
     from pyro_seq.data import make_batches
-    from pyro_seq.streaming import stream_batches
-    from pyro_seq.trainer import Trainer
+    from pyro_seq.data.streaming import stream_batches
+    from pyro_seq.training.trainer import Trainer
 
     g = torch.Generator().manual_seed(0)
     seqs = [(torch.rand(t, 5, generator=g) < 0.3).float() for t in (17, 9, 23, 4)]
@@ -223,8 +223,8 @@ def test_vaegan_cpu_and_cuda_agree():
 
 def check_protein_devices_agree(device):
     """Protein models predict the same on CPU and the device (packed LSTMs included)."""
-    from pyro_seq.data.protein import protein_batches
-    from pyro_seq.models import ProteinLocalizer, SecondaryStructureBLSTM
+    from pyro_seq.contrib.protein.data import protein_batches
+    from pyro_seq.contrib.protein.models import ProteinLocalizer, SecondaryStructureBLSTM
 
     torch.manual_seed(0)
     seqs = ["MKTAYIAKQRQISFVKSHFSRQ", "MALWMRLLPLLALLALWGPDPAAA", "MSKL"]
@@ -255,8 +255,8 @@ def check_spatial_devices_agree(device):
     import pyro
     from pyro import poutine
 
-    from pyro_seq.guides import SpatialAttentionGuide
-    from pyro_seq.models import ConvDigitClassifier, FeedForwardSpatialTransformer, RecurrentSpatialTransformer
+    from pyro_seq.contrib.spatial.guides import SpatialAttentionGuide
+    from pyro_seq.contrib.spatial.models import ConvDigitClassifier, FeedForwardSpatialTransformer, RecurrentSpatialTransformer
 
     torch.manual_seed(0)
     small = {"canvas": 40, "num_digits": 1, "downsample": 2.0, "channels": 4, "dense": 8}

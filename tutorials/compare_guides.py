@@ -92,9 +92,9 @@ Models: each pair is **loaded** from a ``best.pt`` written by ``pyro-seq train``
 (options ``--srnn-filter``, ``--srnn-smoother``, ``--srnn-resq``, ``--zforcing``,
 ``--zforcing-aux``; by default the runs of ``benchmarks/srnn_guides.sh`` and
 ``benchmarks/zforcing_claim.py`` under ``runs/``, used when they exist) or, when
-there is none, **trained** here with :class:`pyro_seq.trainer.Trainer` for
+there is none, **trained** here with :class:`pyro_seq.training.trainer.Trainer` for
 ``--epochs`` epochs with the same model sizes and losses as those runs (models,
-guides and losses built by ``pyro_seq.cli.MODELS`` from a run config; the
+guides and losses built by the family's recipe (``pyro_seq.recipes.RECIPES``) from a run config; the
 checkpoints go to ``OUT/train/<name>/``).
 
 Run::
@@ -134,7 +134,7 @@ import numpy as np  # noqa: E402
 import pyro  # noqa: E402
 
 from pyro_seq.bounds import evaluate  # noqa: E402
-from pyro_seq.cli import MODELS, load_model  # noqa: E402
+from pyro_seq.recipes import RECIPES, load_model  # noqa: E402
 from pyro_seq.data import load_music, make_batches  # noqa: E402
 from pyro_seq.diagnostics import (  # noqa: E402
     compare_inference_data,
@@ -147,7 +147,7 @@ from pyro_seq.diagnostics import (  # noqa: E402
     plot_music_ppc,
     to_inference_data,
 )
-from pyro_seq.trainer import BEST_CHECKPOINT, Trainer  # noqa: E402
+from pyro_seq.training.trainer import BEST_CHECKPOINT, Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +172,7 @@ SIZES = {
 def run_config(name, x_dim, smoke, warmup_steps, aux_weight):
     """
     The run config of pair ``name`` in the layout ``pyro-seq train`` writes (``model``,
-    ``guide``, ``loss``), for ``pyro_seq.cli.MODELS[kind](config)``.
+    ``guide``, ``loss``), for ``pyro_seq.recipes.RECIPES[kind].build(kind, config)``.
     """
     kind = PAIRS[name][0]
     sizes = SIZES[kind, smoke]
@@ -217,7 +217,7 @@ def train_pair(name, args, x_dim, train, valid, out):
     config["data"] = {"name": args.data, "batch_size": batch_size, "max_length": args.max_length}
     config["train"] = {"lr": args.lr, "lrd": args.lrd, "clip_norm": 10.0, "seed": args.seed, "epochs": args.epochs}
     pyro.set_rng_seed(args.seed)
-    model, guide, loss = MODELS[kind](config)  # the CLI's builders: same modules, same loss
+    model, guide, loss = RECIPES[kind].build(kind, config)  # the CLI's builders: same modules, same loss
     trainer = Trainer(
         model,
         guide,

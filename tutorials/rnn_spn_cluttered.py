@@ -31,10 +31,11 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 from tqdm.auto import tqdm
 
-from pyro_seq.data import ClutteredBatches, load_cluttered_mnist
-from pyro_seq.guides import PointEstimateGuide, SpatialAttentionGuide
-from pyro_seq.models import RecurrentSpatialTransformer
-from pyro_seq.spatial import digit_metrics, glimpse_figure
+from pyro_seq.contrib.spatial.data import ClutteredBatches, load_cluttered_mnist
+from pyro_seq.guides import PointEstimateGuide
+from pyro_seq.contrib.spatial.guides import SpatialAttentionGuide
+from pyro_seq.contrib.spatial.models import RecurrentSpatialTransformer
+from pyro_seq.contrib.spatial.metrics import digit_metrics, glimpse_figure
 
 
 def train_one(stochastic, train, test, args):

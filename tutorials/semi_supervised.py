@@ -7,10 +7,10 @@ This is what ``pyro-seq train m2|adgm`` does, written out with Pyro and pyro_seq
 1. load a semi-supervised task: ``load_semi_supervised`` picks ten labelled images per class
    (by a seed) and leaves the others unlabelled; each step takes a labelled and an unlabelled
    mini-batch, both binarized afresh;
-2. build the model (``M2`` or ``ADGM``) and the ``AuxiliaryGuide`` q(a|x) q(y|a,x) q(z|a,x,y):
+2. build the model (``M2`` or ``ADGM``) and the ``SemiSupervisedGuide`` q(a|x) q(y|a,x) q(z|a,x,y):
    for unlabelled images the guide marks ``y`` for parallel enumeration, so Pyro's
-   ``TraceEnum_ELBO`` (inside ``SemiSupervisedELBO``) sums over the ten classes exactly;
-3. train with ``SVI`` on ``SemiSupervisedELBO``: labelled bound + unlabelled bound +
+   ``TraceEnum_ELBO`` (inside ``SemiSupervised_ELBO``) sums over the ten classes exactly;
+3. train with ``SVI`` on ``SemiSupervised_ELBO``: labelled bound + unlabelled bound +
    alpha * log q(y | a, x) on the labelled images, alpha = 0.1 N / N_l;
 4. report the test error of ``guide.predict`` (class probabilities averaged over samples of a),
    its calibration, and how uncertain the ADGM is where it is wrong;
@@ -33,11 +33,11 @@ from pyro.infer import SVI
 from pyro.optim import Adam
 
 from pyro_seq.data import labelled_batches, load_semi_supervised
-from pyro_seq.guides import AuxiliaryGuide
-from pyro_seq.losses import SemiSupervisedELBO
+from pyro_seq.guides import SemiSupervisedGuide
+from pyro_seq.losses import SemiSupervised_ELBO
 from pyro_seq.models import ADGM, M2
 from pyro_seq.plotting import image_grid_png
-from pyro_seq.semi_supervised import classification_metrics
+from pyro_seq.recipes.semisupervised import classification_metrics
 
 MODELS = {"m2": M2, "adgm": ADGM}
 
@@ -47,8 +47,8 @@ def train_one(name, data, args):
     pyro.set_rng_seed(args.seed)
     x_dim = data.train.x.shape[-1]
     model = MODELS[name](x_dim=x_dim, z_dim=args.z_dim, a_dim=args.z_dim, hidden_dims=(args.hidden,) * 2)
-    guide = AuxiliaryGuide(model)
-    loss = SemiSupervisedELBO(num_data=data.train.num_data, num_labelled=data.train.num_labelled)
+    guide = SemiSupervisedGuide(model)
+    loss = SemiSupervised_ELBO(num_data=data.train.num_data, num_labelled=data.train.num_labelled)
     svi = SVI(model, guide, Adam({"lr": args.lr}), loss)
     valid = labelled_batches(*data.valid)
     for epoch in range(args.epochs):

@@ -31,11 +31,12 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 
+from pyro_seq.data import image_batches, load_image_split
 from pyro_seq.guides import VAEGANGuide
 from pyro_seq.losses import VAEGANLoss, vaegan_optim
 from pyro_seq.models import VAEGAN
 from pyro_seq.plotting import image_grid_png
-from pyro_seq.vaegan import gan_health, image_batches, load_image_split, reconstruction_metrics
+from pyro_seq.recipes.vaegan import gan_health, reconstruction_metrics
 
 
 def train_one(likelihood, train, valid, args):

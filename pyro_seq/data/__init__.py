@@ -15,16 +15,8 @@ Data sets and batching for :mod:`pyro_seq`.
   per-batch binarization of grey-level training images.
 * :func:`load_olivetti_faces` -- the 400 Olivetti faces (64×64, 40 people) scaled to
   [0, 1], with person ids and a split by person (:func:`olivetti_split`).
-* :func:`load_deeploc` / :func:`read_deeploc_fasta` -- DeepLoc protein localisation
-  (:class:`ProteinRecord`, ten :data:`LOCATIONS`); :func:`load_cb513` /
-  :func:`read_cb513_csv` -- CB513 secondary structure (:class:`SecondaryStructureRecord`);
-  :func:`load_zhou_troyanskaya` for the 700×57 ``cullpdb``/``cb513`` arrays;
-  :func:`tokenize`, :func:`encoding_matrix` (one-hot, BLOSUM62), :func:`q8_to_q3`,
-  :func:`cap_length`, :func:`sequence_folds` and :func:`protein_batches` /
-  :class:`ProteinBatch`.
-* :func:`load_cluttered_mnist` -- cluttered MNIST digit sequences (three digits on 100×100,
-  or one on 40×40), generated from MNIST with a seed and cached (:class:`ClutteredMNIST`,
-  :class:`ClutteredBatches`).
+* :func:`load_image_split` / :func:`image_batches` -- an image set (``mnist``, ``faces``) as a
+  ``[N, 1, H, W]`` tensor and its :class:`ImageBatch` mini-batches (VAE/GAN, the plain VAE).
 * :func:`load_semi_supervised` -- semi-supervised image tasks (``digits``, offline, and
   ``dynamic_mnist``) with a seeded labelled subset, and :class:`SemiSupervisedBatches` of
   labelled and unlabelled mini-batches per step.
@@ -32,6 +24,9 @@ Data sets and batching for :mod:`pyro_seq`.
 * :func:`make_batches` / :class:`SequenceBatch` -- length-grouped, padded,
   masked batches.
 * :func:`fetch` / :func:`resolve_data_root` -- data root and verified downloads.
+
+The protein and cluttered-MNIST data layers live with their applications, in
+:mod:`pyro_seq.contrib.protein.data` and :mod:`pyro_seq.contrib.spatial.data`.
 """
 
 from .batching import (
@@ -53,17 +48,8 @@ from .download import (
     sha256sum,
 )
 from .batching import SequenceDataset
-from .cluttered import (
-    CLUTTERED_SPLIT_SIZES,
-    CLUTTERED_VARIANTS,
-    ClutterConfig,
-    ClutteredBatch,
-    ClutteredBatches,
-    ClutteredMNIST,
-    generate_cluttered,
-    load_cluttered_mnist,
-)
 from .faces import OLIVETTI_FILE, load_olivetti_faces, olivetti_split
+from .image_batches import ImageBatch, image_batches, load_image_split
 from .images import (
     IMAGE_DATASETS,
     ImageDataset,
@@ -74,36 +60,6 @@ from .images import (
 )
 from .mnist import load_binarized_mnist, load_sequential_mnist
 from .music import DATASETS, MIN_NOTE, NOTE_RANGE, SPLITS, DatasetInfo, MusicDataset, load_music
-from .protein import (
-    AMINO_ACIDS,
-    BLOSUM62,
-    CB513_FILE,
-    DEEPLOC_FILES,
-    LOCATIONS,
-    MEMBRANE_CODES,
-    PAD,
-    SS3,
-    SS8,
-    UNKNOWN,
-    VOCAB_SIZE,
-    ProteinBatch,
-    ProteinFormatError,
-    ProteinRecord,
-    SecondaryStructureRecord,
-    ZhouTroyanskayaData,
-    cap_length,
-    encode_structure,
-    encoding_matrix,
-    load_cb513,
-    load_deeploc,
-    load_zhou_troyanskaya,
-    protein_batches,
-    q8_to_q3,
-    read_cb513_csv,
-    read_deeploc_fasta,
-    sequence_folds,
-    tokenize,
-)
 from .semisupervised import (
     SEMI_SUPERVISED_DATASETS,
     LabelledBatch,
@@ -120,66 +76,40 @@ from .semisupervised import (
 from .wav import WavData, WavStats, load_wav_frames
 
 __all__ = [
-    "CLUTTERED_SPLIT_SIZES",
-    "CLUTTERED_VARIANTS",
-    "ClutterConfig",
-    "ClutteredBatch",
-    "ClutteredBatches",
-    "ClutteredMNIST",
-    "generate_cluttered",
-    "load_cluttered_mnist",
-    "AMINO_ACIDS",
-    "BLOSUM62",
     "BatchIterator",
-    "CB513_FILE",
     "DATASETS",
-    "DEEPLOC_FILES",
     "DataError",
     "DataIntegrityError",
     "DataUnavailableError",
     "DatasetInfo",
     "DownloadIntegrityError",
     "IMAGE_DATASETS",
+    "ImageBatch",
     "ImageDataset",
-    "LOCATIONS",
     "LabelledBatch",
-    "MEMBRANE_CODES",
     "MIN_NOTE",
     "MusicDataset",
     "NOTE_RANGE",
     "OLIVETTI_FILE",
-    "PAD",
-    "ProteinBatch",
-    "ProteinFormatError",
-    "ProteinRecord",
-    "SS3",
-    "SS8",
     "SEMI_SUPERVISED_DATASETS",
     "SEQUENCE_DATASETS",
     "SPLITS",
-    "SecondaryStructureRecord",
     "SequenceBatch",
     "SemiSupervisedBatch",
     "SemiSupervisedBatches",
     "SemiSupervisedData",
     "SequenceDataset",
-    "UNKNOWN",
-    "VOCAB_SIZE",
     "WavData",
     "WavStats",
-    "ZhouTroyanskayaData",
     "binarize_batches",
     "binarized_mnist_labels",
-    "cap_length",
     "choose_labelled",
-    "encode_structure",
-    "encoding_matrix",
     "fetch",
+    "image_batches",
     "labelled_batches",
     "load_binarized_mnist",
-    "load_cb513",
-    "load_deeploc",
     "load_digits",
+    "load_image_split",
     "load_images",
     "load_mnist",
     "load_music",
@@ -189,21 +119,14 @@ __all__ = [
     "load_sequences",
     "load_sequential_mnist",
     "load_wav_frames",
-    "load_zhou_troyanskaya",
     "make_batches",
     "match_to_grey",
     "olivetti_split",
     "pad_batch",
     "padding_efficiency",
-    "protein_batches",
-    "q8_to_q3",
-    "read_cb513_csv",
-    "read_deeploc_fasta",
     "to_device",
     "resolve_data_root",
-    "sequence_folds",
     "sha256sum",
-    "tokenize",
     "validate_sequences",
 ]
 

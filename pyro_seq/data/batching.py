@@ -185,7 +185,7 @@ def padding_efficiency(batches):
     return real / padded
 
 
-def _check_int(name, value, minimum):
+def check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -248,10 +248,10 @@ class BatchIterator:
         max_length=None,
         dtype=torch.float32,
     ):
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.seed = _check_int("seed", seed, 0)
-        self.epoch = _check_int("epoch", epoch, 0)
-        self.max_length = None if max_length is None else _check_int("max_length", max_length, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.seed = check_int("seed", seed, 0)
+        self.epoch = check_int("epoch", epoch, 0)
+        self.max_length = None if max_length is None else check_int("max_length", max_length, 1)
         self.shuffle = bool(shuffle)
         self.group_by_length = bool(group_by_length)
         self.dtype = dtype
@@ -263,7 +263,7 @@ class BatchIterator:
 
     def set_epoch(self, epoch):
         """Set the epoch used to seed the shuffling."""
-        self.epoch = _check_int("epoch", epoch, 0)
+        self.epoch = check_int("epoch", epoch, 0)
 
     def __len__(self):
         return math.ceil(len(self._tensors) / self.batch_size)

@@ -36,7 +36,7 @@ Nothing is written to the data root except a verified download.
 import numpy as np
 
 from .download import DataIntegrityError
-from .images import ImageFile, _fetch_verified
+from .images import ImageFile, fetch_verified
 
 __all__ = [
     "OLIVETTI_FILE",
@@ -203,7 +203,7 @@ def load_olivetti_faces(data_root=None, download=True, *, split=None):
             f"Unknown split {split!r}; valid splits are: {', '.join(OLIVETTI_SPLITS)} "
             "(or None for all images)"
         )
-    path = _fetch_verified(OLIVETTI_FILE, data_root, download)  # verified before parsing
+    path = fetch_verified(OLIVETTI_FILE, data_root, download)  # verified before parsing
     images = _faces_to_images(_read_olivetti_mat(path), path)
     person = np.repeat(np.arange(OLIVETTI_NUM_PEOPLE, dtype=np.int64), _IMAGES_PER_PERSON)
     if split is None:

@@ -208,7 +208,7 @@ _OMNIGLOT_SIDE = 105
 # verification
 
 
-def _fetch_verified(info, data_root, download):
+def fetch_verified(info, data_root, download):
     """
     Return the path of ``info.relpath`` under the data root after checking that
     its sha256 is one of ``info.sha256s``; a missing file is downloaded with
@@ -275,7 +275,7 @@ def _read_idx(path, magic, expected_count, item_shape):
 def _load_mnist_part(part, data_root, download):
     """``(images uint8 [N, 28, 28], labels int64 [N])`` of ``part`` ("train" or "test")."""
     infos = (MNIST_FILES[part + "_images"], MNIST_FILES[part + "_labels"])
-    paths = [_fetch_verified(info, data_root, download) for info in infos]  # verify both first
+    paths = [fetch_verified(info, data_root, download) for info in infos]  # verify both first
     count = _MNIST_COUNTS[part]
     images = _read_idx(paths[0], 2051, count, IMAGE_SHAPE)
     labels = _read_idx(paths[1], 2049, count, ())
@@ -475,7 +475,7 @@ def load_omniglot(split, data_root=None, download=True):
     _check_split(split)
     # verify both zips on every call (cheap); the processed arrays only depend
     # on the verified bytes, so they are computed once per process
-    paths = [_fetch_verified(info, data_root, download) for info in OMNIGLOT_FILES]
+    paths = [fetch_verified(info, data_root, download) for info in OMNIGLOT_FILES]
     memo_key = tuple(info.sha256s[0] for info in OMNIGLOT_FILES)
     if memo_key not in _OMNIGLOT_MEMO:
         _OMNIGLOT_MEMO[memo_key] = _process_omniglot(paths)

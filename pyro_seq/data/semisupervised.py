@@ -69,7 +69,7 @@ class SemiSupervisedBatch(NamedTuple):
     One SVI step's data: labelled images ``x_labelled [n_l, x_dim]`` with labels
     ``y_labelled [n_l]`` and unlabelled images ``x_unlabelled [n_u, x_dim]``. ``args`` is what
     the trainer passes to the loss (``model(x_labelled, y_labelled)`` and
-    ``model(x_unlabelled)``). ``frames`` is 1: :class:`~pyro_seq.losses.SemiSupervisedELBO`
+    ``model(x_unlabelled)``). ``frames`` is 1: :class:`~pyro_seq.losses.SemiSupervised_ELBO`
     is already a per-image mean, so the trainer's per-frame figures are per image.
     """
 

@@ -11,11 +11,9 @@ from pyro_seq.guides.auxiliary import AuxiliaryLatentGuide, AuxiliaryModel, add_
 from pyro_seq.guides.ladder import BottomUpGuide, LadderGuide
 from pyro_seq.guides.lgssm import LinearGaussianSSMGuide
 from pyro_seq.guides.point import PointEstimateGuide
-from pyro_seq.guides.protein import LastLayerGuide
-from pyro_seq.guides.semisupervised import AuxiliaryGuide, Prediction
-from pyro_seq.guides.spatial import SpatialAttentionGuide
+from pyro_seq.guides.semisupervised import SemiSupervisedGuide, Prediction
 from pyro_seq.guides.srnn import GUIDE_KINDS, SRNNGuide
 from pyro_seq.guides.vaegan import VAEGANGuide
 from pyro_seq.guides.zforcing import AUXILIARY_KINDS, ZForcingGuide
 
-__all__ = ["AUXILIARY_KINDS", "AuxiliaryGuide", "AuxiliaryLatentGuide", "AuxiliaryModel", "add_auxiliary", "Prediction", "BottomUpGuide", "GUIDE_KINDS", "LadderGuide", "LastLayerGuide", "LinearGaussianSSMGuide", "PointEstimateGuide", "SRNNGuide", "SpatialAttentionGuide", "VAEGANGuide", "ZForcingGuide"]
+__all__ = ["AUXILIARY_KINDS", "SemiSupervisedGuide", "AuxiliaryLatentGuide", "AuxiliaryModel", "add_auxiliary", "Prediction", "BottomUpGuide", "GUIDE_KINDS", "LadderGuide", "LinearGaussianSSMGuide", "PointEstimateGuide", "SRNNGuide", "VAEGANGuide", "ZForcingGuide"]

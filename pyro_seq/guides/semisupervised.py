@@ -7,13 +7,16 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 
-from pyro_seq.losses import CLASSIFIER_SITE
 from pyro_seq.nn import MultiInputMLP, bounded_loc_scale
 from pyro_seq.util import record
 
+#: Guide site of :math:`\log q(y \mid a, x)` for labelled images, read by
+#: :class:`~pyro_seq.losses.SemiSupervised_ELBO`.
+CLASSIFIER_SITE = "log_qy"
+
 
 class Prediction(NamedTuple):
-    """Class probabilities of :meth:`AuxiliaryGuide.predict`."""
+    """Class probabilities of :meth:`SemiSupervisedGuide.predict`."""
 
     #: ``[batch, K]`` :math:`\frac1S \sum_s q(y \mid a_s, x)`.
     probs: torch.Tensor
@@ -24,7 +27,7 @@ class Prediction(NamedTuple):
     entropy: torch.Tensor
 
 
-class AuxiliaryGuide(PyroModule):
+class SemiSupervisedGuide(PyroModule):
     r"""
     The inference model of Maaløe et al. (2016) for :class:`~pyro_seq.models.ADGM` and
     :class:`~pyro_seq.models.SDGM` (and of Kingma et al.'s M2 when the model has no ``a``):
@@ -36,7 +39,7 @@ class AuxiliaryGuide(PyroModule):
     with Gaussian :math:`q(a \mid x)` and :math:`q(z \mid a, x, y)` and a categorical
     classifier :math:`q(y \mid a, x)`. When labels are given ``y`` is not sampled (the model
     observes it) and :math:`\log q(y \mid a, x)` is recorded at site ``"log_qy"`` for the
-    classification term of :class:`~pyro_seq.losses.SemiSupervisedELBO`. Without labels ``y``
+    classification term of :class:`~pyro_seq.losses.SemiSupervised_ELBO`. Without labels ``y``
     is sampled with ``infer={"enumerate": "parallel"}``, so
     :class:`~pyro.infer.TraceEnum_ELBO` sums over the :math:`K` classes exactly:
     :math:`a` is drawn once per image and :math:`z` once per image *and class*

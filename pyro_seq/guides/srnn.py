@@ -7,7 +7,7 @@ import torch.nn as nn
 from pyro.nn import PyroModule
 
 from pyro_seq.distributions import MarkovGaussianChain
-from pyro_seq.guides.zforcing import check_auxiliary, masked
+from pyro_seq.guides.zforcing import AUX_SITE, check_auxiliary, masked
 from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, TimeSlices, reverse_padded
 from pyro_seq.util import record
 
@@ -110,7 +110,7 @@ class SRNNGuide(PyroModule):
         :class:`~pyro_seq.distributions.MarkovGaussianChain`.
 
         :param dict out: if given, receives ``d`` and ``a`` (each ``[batch, time, .]``).
-        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` or ``None``.
+        :param carry: a :class:`~pyro_seq.data.streaming.StreamCarry` or ``None``.
         """
         model = self.model
         d = model.share_deterministic(x, carry)  # [batch, time, d_dim]
@@ -148,7 +148,7 @@ class SRNNGuide(PyroModule):
         :param torch.Tensor mask: ``[batch, time]`` bool.
         :param torch.Tensor lengths: ``[batch]``.
         :param dict out: if given, receives ``d`` and ``a`` (see :meth:`transition_fns`).
-        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` or ``None``.
+        :param carry: a :class:`~pyro_seq.data.streaming.StreamCarry` or ``None``.
         """
         model = self.model
         step_fn, path_fn = self.transition_fns(x, lengths, out, carry)
@@ -159,7 +159,7 @@ class SRNNGuide(PyroModule):
         """
         :param torch.Tensor x: ``[batch, time, x_dim]``
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask.
-        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` when ``x`` is a
+        :param carry: a :class:`~pyro_seq.data.streaming.StreamCarry` when ``x`` is a
             chunk of longer sequences; the guide records in it the state at each
             row's last frame (``d``, the frame, the sampled ``z``) for the next chunk.
             Within a chunk the smoother's backward GRU sees only the chunk.
@@ -190,7 +190,7 @@ class SRNNGuide(PyroModule):
             return
         inputs = z if self.auxiliary == "z" else torch.cat([summaries["d"], z], dim=-1)
         lp = self.aux_net.log_prob(summaries["a"].detach(), inputs)  # [batch, time]
-        record("aux_log_prob", masked(lp, mask))
+        record(AUX_SITE, masked(lp, mask))
 
     # ------------------------------------------------ sequential step protocol
     @pyro.nn.pyro_method

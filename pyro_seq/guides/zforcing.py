@@ -11,6 +11,9 @@ from pyro_seq.distributions import frame_distribution
 from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, TimeSlices, reverse_padded
 from pyro_seq.util import record
 
+#: Guide sites holding the Z-Forcing auxiliary terms, read by :class:`~pyro_seq.losses.ZForcingTrace_ELBO`.
+AUX_SITE, BACKWARD_SITE = "aux_log_prob", "backward_log_prob"
+
 #: Inputs of the auxiliary predictor p_xi(b_t | .): z_t alone or [h_{t-1}, z_t].
 AUXILIARY_KINDS = (None, "z", "hz")
 
@@ -62,8 +65,8 @@ class ZForcingGuide(PyroModule):
     :class:`~pyro_seq.losses.ZForcingTraceMeanField_ELBO` add them to the
     training objective.
 
-    Given a :class:`~pyro_seq.streaming.StreamCarry` (streamed chunks of long
-    sequences, :mod:`pyro_seq.streaming`), the forward recurrence starts from
+    Given a :class:`~pyro_seq.data.streaming.StreamCarry` (streamed chunks of long
+    sequences, :mod:`pyro_seq.data.streaming`), the forward recurrence starts from
     the carried last frame and LSTM state :math:`(h_0, c_0)` (also the
     :math:`h_0` of the ``"hz"`` auxiliary input), and the guide records in the
     carry each row's last frame and LSTM state at its last valid frame
@@ -118,7 +121,7 @@ class ZForcingGuide(PyroModule):
         r"""
         The posterior :math:`q(z_{1:T} \mid x_{1:T})` as one distribution, and :math:`b_{1:T}`.
 
-        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` (the forward
+        :param carry: a :class:`~pyro_seq.data.streaming.StreamCarry` (the forward
             recurrence starts from its ``"x"``, ``"h"``, ``"c"``) or ``None``.
         :returns: ``(chain, e_x, b)``.
         """
@@ -151,13 +154,13 @@ class ZForcingGuide(PyroModule):
         terms = {}
         if self.auxiliary is not None:
             inputs = z if self.auxiliary == "z" else torch.cat([h_prev, z], dim=-1)
-            terms["aux_log_prob"] = masked(self.aux_net.log_prob(b.detach(), inputs), mask)  # [batch, time]
+            terms[AUX_SITE] = masked(self.aux_net.log_prob(b.detach(), inputs), mask)  # [batch, time]
         if self.backward_prediction:
             model = self.model
             out = self.backward_head(b[:, 1:])  # [batch, time - 1, out]: predicts x_{t-1}
             lp = frame_distribution(out, model.likelihood, model.min_scale).log_prob(x[:, :-1]).sum(-1)
             lp = F.pad(lp, (1, 0))  # [batch, time]: nothing to predict before x_1
-            terms["backward_log_prob"] = masked(lp, mask)
+            terms[BACKWARD_SITE] = masked(lp, mask)
         return terms
 
     # ------------------------------------------------ sequential step protocol
@@ -193,7 +196,7 @@ class ZForcingGuide(PyroModule):
         """
         :param torch.Tensor x: ``[batch, time, x_dim]``
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask.
-        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` when ``x`` is a
+        :param carry: a :class:`~pyro_seq.data.streaming.StreamCarry` when ``x`` is a
             chunk of longer sequences; the guide records in it each row's last
             frame and LSTM state at its last valid frame (``"x"``, ``"h"``, ``"c"``)
             for the next chunk. The backward LSTM sees only the chunk.

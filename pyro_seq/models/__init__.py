@@ -20,11 +20,9 @@ and an ELBO from :mod:`pyro_seq.losses`::
 
 from pyro_seq.models.ladder import LadderVAE
 from pyro_seq.models.lgssm import LinearGaussianSSM
-from pyro_seq.models.protein import ProteinLocalizer, SecondaryStructureBLSTM, q8_probs_to_q3
 from pyro_seq.models.semisupervised import ADGM, M2, SDGM, SemiSupervisedVAE
-from pyro_seq.models.spatial import ConvDigitClassifier, FeedForwardSpatialTransformer, RecurrentSpatialTransformer
 from pyro_seq.models.srnn import EMISSIONS, LIKELIHOODS, SRNN
 from pyro_seq.models.vaegan import VAEGAN
 from pyro_seq.models.zforcing import ZForcing
 
-__all__ = ["ADGM", "ConvDigitClassifier", "EMISSIONS", "FeedForwardSpatialTransformer", "LIKELIHOODS", "LadderVAE", "LinearGaussianSSM", "M2", "ProteinLocalizer", "RecurrentSpatialTransformer", "SDGM", "SRNN", "SecondaryStructureBLSTM", "SemiSupervisedVAE", "VAEGAN", "ZForcing", "q8_probs_to_q3"]
+__all__ = ["ADGM", "EMISSIONS", "LIKELIHOODS", "LadderVAE", "LinearGaussianSSM", "M2", "SDGM", "SRNN", "SemiSupervisedVAE", "VAEGAN", "ZForcing"]

@@ -54,13 +54,13 @@ class SemiSupervisedVAE(PyroModule):
 
     Sites ``"y"``, ``"z"``, ``"x"`` and ``"a"`` in a plate ``"data"`` (``max_plate_nesting=1``).
     ``forward(x, y)`` observes ``y`` when labels are given; with ``y=None`` the guide
-    (:class:`~pyro_seq.guides.AuxiliaryGuide`) enumerates it, and
-    :class:`~pyro_seq.losses.SemiSupervisedELBO` (a :class:`~pyro.infer.TraceEnum_ELBO`)
+    (:class:`~pyro_seq.guides.SemiSupervisedGuide`) enumerates it, and
+    :class:`~pyro_seq.losses.SemiSupervised_ELBO` (a :class:`~pyro.infer.TraceEnum_ELBO`)
     sums it out exactly::
 
         model = ADGM()
-        guide = AuxiliaryGuide(model)
-        loss = SemiSupervisedELBO(num_data=50000, num_labelled=100)
+        guide = SemiSupervisedGuide(model)
+        loss = SemiSupervised_ELBO(num_data=50000, num_labelled=100)
         svi = SVI(model, guide, Adam({"lr": 3e-4}), loss)
         svi.step(x_labelled, y_labelled, x_unlabelled)   # binary images [batch, 784]
 

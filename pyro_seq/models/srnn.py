@@ -64,7 +64,7 @@ class SRNN(PyroModule):
             \mathrm{Bernoulli}\big(x_{t,k} \mid \sigma(\ell_k(x_{t,<k}, f(z_t, d_t)))\big).
 
     Long sequences can be trained in chunks with carried state
-    (:mod:`pyro_seq.streaming`): given a ``carry``, the chunk starts from the
+    (:mod:`pyro_seq.data.streaming`): given a ``carry``, the chunk starts from the
     previous chunk's :math:`d`, last frame and last :math:`z` instead of
     :math:`d_0 = 0, x_0 = 0, z_0 = 0`.
 
@@ -178,7 +178,7 @@ class SRNN(PyroModule):
         same ELBO evaluation (same parameters, same grad mode), else computes it.
 
         :param torch.Tensor x: ``[batch, time, x_dim]``
-        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` (``"x"``, ``"h"``:
+        :param carry: a :class:`~pyro_seq.data.streaming.StreamCarry` (``"x"``, ``"h"``:
             the previous chunk's last frame and GRU state), or ``None``.
         :returns: ``d [batch, time, d_dim]``
         """
@@ -209,11 +209,11 @@ class SRNN(PyroModule):
         return carry.get("z", self.z_0)
 
     def check_carry(self, carry, batch):
-        """Refuse a carry that is not a :class:`~pyro_seq.streaming.StreamCarry` for ``batch`` rows
-        (:func:`~pyro_seq.streaming.check_carry`)."""
+        """Refuse a carry that is not a :class:`~pyro_seq.data.streaming.StreamCarry` for ``batch`` rows
+        (:func:`~pyro_seq.data.streaming.check_carry`)."""
         if carry is None:
             return
-        from pyro_seq.streaming import check_carry  # not at import time: it loads pyro_seq.data
+        from pyro_seq.data.streaming import check_carry  # not at import time: it loads pyro_seq.data
 
         check_carry(carry, batch)
 
@@ -249,7 +249,7 @@ class SRNN(PyroModule):
         """
         :param torch.Tensor x: ``[batch, time, x_dim]`` observed frames (zero-padded).
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask (default: all True).
-        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` when ``x`` is a
+        :param carry: a :class:`~pyro_seq.data.streaming.StreamCarry` when ``x`` is a
             chunk of longer sequences (its rows continue from the previous chunk).
         :returns: the latent path ``z [batch, time, z_dim]``.
         """

@@ -58,7 +58,7 @@ class ZForcing(PyroModule):
     too (:meth:`input_gates`, :meth:`advance`), never duplicated.
 
     Long sequences can be trained in chunks with carried state
-    (:mod:`pyro_seq.streaming`): given a ``carry``, the chunk starts from the
+    (:mod:`pyro_seq.data.streaming`): given a ``carry``, the chunk starts from the
     previous chunk's last frame and LSTM state (carried ``"x"``, ``"h"``,
     ``"c"``) instead of :math:`x_0 = 0,\; (h_0, c_0) = 0`.
 
@@ -150,11 +150,11 @@ class ZForcing(PyroModule):
         )
 
     def check_carry(self, carry, batch):
-        """Refuse a carry that is not a :class:`~pyro_seq.streaming.StreamCarry` for ``batch`` rows
-        (:func:`~pyro_seq.streaming.check_carry`)."""
+        """Refuse a carry that is not a :class:`~pyro_seq.data.streaming.StreamCarry` for ``batch`` rows
+        (:func:`~pyro_seq.data.streaming.check_carry`)."""
         if carry is None:
             return
-        from pyro_seq.streaming import check_carry  # not at import time: it loads pyro_seq.data
+        from pyro_seq.data.streaming import check_carry  # not at import time: it loads pyro_seq.data
 
         check_carry(carry, batch)
 
@@ -163,7 +163,7 @@ class ZForcing(PyroModule):
         The frame half of the LSTM input, :math:`E x_{t-1}`, for all steps.
 
         :param torch.Tensor x: ``[batch, time, x_dim]``
-        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` whose ``"x"`` (the
+        :param carry: a :class:`~pyro_seq.data.streaming.StreamCarry` whose ``"x"`` (the
             previous chunk's last frame) replaces :math:`x_0 = 0`, or ``None``.
         :returns: ``[batch, time, emb_dim]``
         """
@@ -316,7 +316,7 @@ class ZForcing(PyroModule):
         """
         :param torch.Tensor x: ``[batch, time, x_dim]`` observed frames (zero-padded).
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask (default: all True).
-        :param carry: a :class:`~pyro_seq.streaming.StreamCarry` when ``x`` is a
+        :param carry: a :class:`~pyro_seq.data.streaming.StreamCarry` when ``x`` is a
             chunk of longer sequences (its rows continue from the previous chunk's
             last frame and LSTM state).
         :returns: the latent path ``z [batch, time, z_dim]``.

@@ -1,0 +1,58 @@
+r"""
+The amortised guide of the stochastic-attention RNN-SPN
+(:class:`~pyro_seq.contrib.spatial.RecurrentSpatialTransformer` with ``stochastic_attention=True``):
+
+.. math::
+
+    q(\theta_{1:D} \mid x) = \prod_{t=1}^{D} \mathcal{N}\big(\theta_t \mid \mu_t(x),
+        \mathrm{diag}\, s_t(x)^2\big), \qquad
+    (\mu_t, \log s_t) = \text{heads}(h_t), \quad h_t = \mathrm{GRU}(c(x), h_{t-1}),
+
+the RNN-SPN's own attention network (:class:`~pyro_seq.contrib.spatial.models.RecurrentAttention`) with
+a second head for the scales (:math:`s_t = \mathrm{softplus}(\cdot) + 10^{-4}`, about 0.05 at
+initialisation). It does not see the labels, so the same network serves prediction.
+
+**References**
+
+[1] Søren Kaae Sønderby, Casper Kaae Sønderby, Lars Maaløe, Ole Winther,
+    "Recurrent Spatial Transformer Networks", arXiv:1509.05329.
+"""
+
+import pyro
+import pyro.distributions as dist
+import torch.nn.functional as F
+from pyro.nn import PyroModule
+
+from pyro_seq.contrib.spatial.models import RecurrentAttention
+
+__all__ = ["SpatialAttentionGuide"]
+
+MIN_SCALE = 1e-4
+
+
+class SpatialAttentionGuide(PyroModule):
+    """
+    :param model: a :class:`~pyro_seq.contrib.spatial.RecurrentSpatialTransformer` with stochastic
+        attention (read for its sizes; not registered).
+    :param float init_raw_scale: bias of the scale head (softplus(-3) = 0.049).
+    """
+
+    def __init__(self, model, init_raw_scale=-3.0):
+        super().__init__()
+        if not getattr(model, "stochastic_attention", False):
+            raise ValueError("SpatialAttentionGuide serves a RecurrentSpatialTransformer built with stochastic_attention=True")
+        self.num_digits = model.num_digits
+        self.config = {"init_raw_scale": float(init_raw_scale)}
+        self.attention = RecurrentAttention(model.canvas, model.hidden, model.loc_channels, num_outputs=2, init_raw_scale=init_raw_scale)
+
+    def attention_params(self, x):
+        """``(loc, scale)`` of :math:`q(\\theta_t \\mid x)`, each ``[batch, D, 6]``."""
+        loc, raw_scale = self.attention(x, self.num_digits)
+        return loc, F.softplus(raw_scale) + MIN_SCALE
+
+    def forward(self, x, y=None):
+        loc, scale = self.attention_params(x)  # [batch, D, 6]
+        with pyro.plate("images", x.size(0), dim=-1):
+            for t in pyro.markov(range(self.num_digits)):
+                pyro.sample(f"theta_{t}", dist.Normal(loc[:, t], scale[:, t]).to_event(1))
+        return loc, scale

@@ -1,0 +1,300 @@
+"""
+One training recipe for every model family.
+
+A family is one :class:`Recipe`: its command-line options, how a run config becomes
+``(model, guide, loss)``, its data, its validation figure, and what it evaluates and draws after
+training. :func:`train` is the recipe every family runs (run folder, resume check, seeding,
+``config.json``, the :class:`~pyro_seq.training.Trainer`, the test record), and
+:func:`restore` rebuilds a checkpoint with its family's builder
+(:func:`pyro_seq.recipes.load_model` finds the family of any checkpoint). ``pyro-seq train|evaluate|sample KIND`` call
+these for all kinds.
+"""
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
+
+import torch
+
+from pyro_seq.recipes.options import RUN_OPTIONS
+from pyro_seq.training.checkpoint import CheckpointError, check_resume_data, load_checkpoint
+from pyro_seq.training.trainer import LAST_CHECKPOINT, LOG_FILE, Trainer, resolve_device
+
+__all__ = ["Recipe", "RunData", "append_jsonl", "evaluation_path", "resolved_path", "restore", "train"]
+
+logger = logging.getLogger("pyro_seq.recipes")
+
+
+class RunData(NamedTuple):
+    """
+    What a family's :meth:`Recipe.load_data` hands to :func:`train`.
+
+    :param train_batches: ``epoch -> iterable of batches`` (or a re-iterable collection).
+    :param valid_batches: the validation batches (callable or collection), or ``None``.
+    :param dict config: the run config's ``"data"`` entry (JSON-able; what evaluation reloads).
+    :param dict info: facts the model config needs (e.g. ``x_dim``).
+    """
+
+    train_batches: Any
+    valid_batches: Any
+    config: Dict[str, Any]
+    info: Dict[str, Any] = {}
+
+
+def resolved_path(path) -> Optional[str]:
+    """``path`` as an absolute string for a run config, ``None`` kept."""
+    return None if path is None else str(Path(path).resolve())
+
+
+def evaluation_path(args, split: str = "test") -> Path:
+    """Where ``pyro-seq evaluate`` writes its record: ``--output``, else ``<checkpoint stem>_<split>_eval.json`` beside the checkpoint (folders made)."""
+    checkpoint = Path(args.checkpoint)
+    path = Path(args.output) if args.output else checkpoint.with_name(f"{checkpoint.stem}_{split}_eval.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def append_jsonl(path: Union[str, Path], record: Dict[str, Any]) -> None:
+    """Append one JSON line to ``path``."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+class Recipe:
+    """
+    A model family as the command line and the trainer see it. Subclasses set the class attributes
+    and override the hooks; :func:`train` calls them in this order: :meth:`check`,
+    :meth:`load_data`, :meth:`config`, :meth:`build`, :meth:`prepare`, :meth:`optim`,
+    :meth:`eval_fn`, then after training :meth:`test`.
+
+    :cvar dict kinds: ``kind -> one-line help`` of the ``pyro-seq train`` kinds this family serves.
+    :cvar tuple options: shared options it takes beyond
+        :data:`~pyro_seq.recipes.options.RUN_OPTIONS` (see
+        :data:`~pyro_seq.recipes.options.SHARED_OPTIONS`).
+    :cvar dict defaults: the family's defaults of shared options.
+    :cvar tuple resume_keys: keys of the data config that a ``--resume`` must not change.
+    :cvar tuple units: how the epoch log shows the training loss and the validation figure.
+    :cvar tuple data_names: the choices of ``--data`` (none: the family takes no ``--data``).
+    :cvar str distributed_reduction: how ``--distributed`` combines the ranks' gradients
+        (``"sum"`` for losses summed over examples, ``"mean"`` for means).
+    """
+
+    kinds: Dict[str, str] = {}
+    options: Tuple[str, ...] = ()
+    defaults: Dict[str, Any] = {}
+    resume_keys: Tuple[str, ...] = ()
+    units: Tuple[str, str] = ("nats/frame", "{:.4f} nats/frame")
+    distributed_reduction: str = "sum"
+    data_names: Tuple[str, ...] = ()
+
+    @property
+    def all_options(self) -> Tuple[str, ...]:
+        """Every shared option of this family: the run options and :attr:`options`."""
+        return tuple(dict.fromkeys(RUN_OPTIONS + tuple(self.options)))
+
+    # ------------------------------------------------------------------ command line
+
+    def options_for(self, kind: str) -> Tuple[str, ...]:
+        """The shared options of ``train KIND`` (default: :attr:`all_options` for every kind)."""
+        return self.all_options
+
+    def defaults_for(self, kind: str) -> Dict[str, Any]:
+        """The family's defaults of shared options for ``kind`` (default: :attr:`defaults`)."""
+        return self.defaults
+
+    def add_arguments(self, parser, kind: str) -> None:
+        """Add the family's own options (not the shared ones) to the ``train KIND`` parser."""
+
+    def check(self, kind: str, args, context) -> None:
+        """Refuse option combinations the family does not serve (``ValueError``), before any data is read."""
+
+    # ------------------------------------------------------------------ building
+
+    def load_data(self, kind: str, args) -> RunData:
+        """The training and validation batches and the data config."""
+        raise NotImplementedError
+
+    def config(self, kind: str, args, data: RunData) -> Dict[str, Any]:
+        """The ``model``, ``guide`` and ``loss`` entries of the run config (JSON-able)."""
+        raise NotImplementedError
+
+    def train_config(self, kind: str, args) -> Dict[str, Any]:
+        """Family entries of the run config's ``"train"`` part beyond the shared ones."""
+        return {}
+
+    def build(self, kind: str, config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
+        """``(model, guide, loss)`` from a run config: what a checkpoint is rebuilt from."""
+        raise NotImplementedError
+
+    def prepare(self, kind: str, args, model, guide, config: Dict[str, Any], out: Path) -> None:
+        """Before training (after :meth:`build`): e.g. start from another checkpoint."""
+
+    def optim(self, kind: str, args, config: Dict[str, Any]):
+        """The Pyro optimiser, or ``None`` for the trainer's ``ClippedAdam``."""
+        return None
+
+    def eval_fn(self, kind: str, args, out: Path) -> Optional[Callable]:
+        """The validation figure ``(model, guide, batches) -> float`` (lower is better), or ``None`` for the bound."""
+        return None
+
+    # ------------------------------------------------------------------ after training
+
+    def test(self, kind: str, args, out: Path, device, trainer: Trainer) -> Optional[Dict[str, Any]]:
+        """Evaluate the trained run on its test split; the record goes to ``test.json`` and the log. ``None``: no test."""
+        return None
+
+    def evaluate(self, args, model, guide, state: Dict[str, Any], device) -> int:
+        """``pyro-seq evaluate`` of a checkpoint of this family."""
+        raise ValueError(f"pyro-seq evaluate does not serve {state.get('kind')!r} checkpoints")
+
+    def sample(self, args, model, guide, state: Dict[str, Any], device) -> int:
+        """``pyro-seq sample`` of a checkpoint of this family."""
+        raise ValueError(f"pyro-seq sample does not serve {state.get('kind')!r} checkpoints")
+
+    def load_model(self, path, device="cpu", kind: Optional[str] = None):
+        """A checkpoint of this family rebuilt with :meth:`build`: ``(model, guide, loss, checkpoint)`` (see :func:`restore`)."""
+        return restore({k: self.build for k in self.kinds}, path, device, kind)
+
+
+def restore(builders: Dict[str, Callable], path, device="cpu", kind: Optional[str] = None):
+    """
+    Load a checkpoint, rebuild its model, guide and loss with ``builders[kind](kind, config)`` and
+    load the weights (evaluation mode). Pyro's parameter store is cleared so it re-syncs from the
+    modules.
+
+    :param dict builders: ``kind -> build(kind, config)`` of the kinds that may be loaded.
+
+    :returns: ``(model, guide, loss, checkpoint)``.
+    :raises ~pyro_seq.training.checkpoint.CheckpointError: bad file, wrong kind, or weights that do
+        not fit the rebuilt model.
+    """
+    import pyro
+
+    device = torch.device(device)
+    state = load_checkpoint(path, map_location=device, kind=kind)
+    if state.get("kind") not in builders:
+        raise CheckpointError(f"checkpoint {path} holds a model of kind {state.get('kind')!r}; known kinds: {sorted(builders)}")
+    model, guide, loss = builders[state["kind"]](state["kind"], state["config"])
+    model.to(device)
+    guide.to(device)
+    try:
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not match the model rebuilt from its config: {e}") from e
+    model.eval()
+    guide.eval()
+    pyro.clear_param_store()
+    return model, guide, loss, state
+
+
+def train(recipe: Recipe, kind: str, args) -> int:
+    """
+    Train one run of ``kind`` from parsed options ``args`` (the shared options of
+    :data:`~pyro_seq.recipes.options.SHARED_OPTIONS` and the family's own), then test it.
+
+    :returns: the exit status (0).
+    """
+    context = None
+    if getattr(args, "distributed", False):
+        from pyro_seq.training.distributed import init_distributed
+
+        context, device = init_distributed(args.device, reduction=recipe.distributed_reduction)
+        if not context.is_main:  # rank 0 speaks for the run
+            logging.getLogger("pyro_seq").setLevel(logging.WARNING)
+    else:
+        device = resolve_device(args.device)
+    try:
+        return _train(recipe, kind, args, device, context)
+    finally:
+        if context is not None and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(recipe: Recipe, kind: str, args, device, context) -> int:
+    import pyro
+
+    main_rank = context is None or context.is_main
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe.check(kind, args, context)
+    data = recipe.load_data(kind, args)
+    config = recipe.config(kind, args, data)
+    config["data"] = data.config
+    config["train"] = {
+        "lr": args.lr,
+        "lrd": getattr(args, "lrd", 1.0),
+        "clip_norm": args.clip_norm,
+        "weight_decay": getattr(args, "weight_decay", 0.0),
+        "seed": args.seed,
+        "patience": getattr(args, "patience", None),
+        "epochs": args.epochs,
+        "world_size": 1 if context is None else context.world_size,
+        **recipe.train_config(kind, args),
+    }
+    if args.resume:
+        check_resume_data(out / LAST_CHECKPOINT, kind, config["data"], recipe.resume_keys)
+
+    pyro.set_rng_seed(args.seed)
+    model, guide, loss = recipe.build(kind, config)
+    recipe.prepare(kind, args, model, guide, config, out)
+    if main_rank:
+        (out / "config.json").write_text(json.dumps({"kind": kind, **config}, indent=2) + "\n")
+    trainer = Trainer(
+        model,
+        guide,
+        loss,
+        data.train_batches,
+        data.valid_batches,
+        optim=recipe.optim(kind, args, config),
+        lr=args.lr,
+        clip_norm=args.clip_norm,
+        lrd=getattr(args, "lrd", 1.0),
+        weight_decay=getattr(args, "weight_decay", 0.0),
+        device=device,
+        out_dir=out,
+        seed=args.seed,
+        patience=getattr(args, "patience", None),
+        kind=kind,
+        config=config,
+        progress=False if args.no_progress else None,
+        log_every=args.log_every,
+        max_bad_steps=args.max_bad_steps,
+        eval_fn=recipe.eval_fn(kind, args, out),
+        resume=args.resume,
+        units=recipe.units,
+        distributed=context,
+        max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
+    )
+    n_params = sum(p.numel() for m in (model, guide) for p in m.parameters())
+    logger.info("%s: %d parameters on %s; output in %s", kind, n_params, device, out)
+    if context is not None:
+        logger.info(
+            "distributed: %d ranks, %s, %d examples per step in all (%d per rank)",
+            context.world_size,
+            torch.distributed.get_backend(),
+            context.world_size * args.batch_size,
+            args.batch_size,
+        )
+    start = time.perf_counter()
+    summary = trainer.fit(args.epochs)
+    best = summary["best_valid"]
+    logger.info(
+        "training done: %d epochs, %d steps, best valid %s at epoch %s (%.1fs this session, %.1fs in all)",
+        summary["epochs"],
+        summary["global_step"],
+        "n/a" if best is None else recipe.units[1].format(best),
+        summary["best_epoch"],
+        time.perf_counter() - start,
+        trainer.elapsed,
+    )
+    if not main_rank:
+        return 0
+    record = recipe.test(kind, args, out, device, trainer)
+    if record is not None:
+        append_jsonl(out / LOG_FILE, {"event": "test", **record})
+        (out / "test.json").write_text(json.dumps({"event": "test", **record}, indent=2) + "\n")
+    return 0
+

@@ -1,0 +1,298 @@
+"""
+Atomic checkpoint writing and safe checkpoint reading.
+
+A checkpoint is a plain nested ``dict`` holding only tensors, dicts, lists, tuples, ints, floats,
+bools, strings and ``None``, so that it loads with ``torch.load(weights_only=True)`` (no arbitrary
+code runs when a checkpoint is opened). Random number generator states of Python, NumPy and torch
+are converted to such values by :func:`get_rng_state` and restored by :func:`set_rng_state`.
+
+Every checkpoint written by :func:`save_checkpoint` through :class:`~pyro_seq.training.trainer.Trainer`
+carries::
+
+    {
+        "pyro_seq_checkpoint": True,      # marker: this is one of ours
+        "format_version": FORMAT_VERSION,
+        "kind": "srnn",                   # model kind (a key of pyro_seq.recipes.RECIPES)
+        "config": {...},                  # JSON-able config the model is rebuilt from
+        ...                               # state dicts, optimiser state, RNG states, counters
+    }
+"""
+
+import os
+import pickle
+import random
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "remove_stale_temporaries",
+    "save_checkpoint",
+    "load_checkpoint",
+    "get_rng_state",
+    "set_rng_state",
+]
+
+#: Version of the checkpoint layout; bump when the layout changes incompatibly.
+FORMAT_VERSION = 1
+_MARKER = "pyro_seq_checkpoint"
+
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(RuntimeError):
+    """
+    Raised for a checkpoint that is missing, truncated, corrupt, not a ``pyro_seq`` checkpoint,
+    of an unsupported format version, or of another model kind than the one expected.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------------------------
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _check_safe(obj: Any, where: str = "state") -> None:
+    """
+    Raise :class:`TypeError` naming the first value that ``torch.load(weights_only=True)`` could
+    not read back, so that an unloadable checkpoint is never written.
+    """
+    # exact types: subclasses (numpy.float64, torch.torch_version.TorchVersion, enums) pickle as
+    # globals that weights_only loading refuses
+    if type(obj) in _SCALARS or isinstance(obj, (torch.Tensor, torch.Size, torch.dtype)):
+        return
+    if type(obj) in (dict, OrderedDict):
+        for key, value in obj.items():
+            if type(key) not in (str, int):
+                raise TypeError(f"checkpoint key {where}[{key!r}] must be str or int, got {type(key).__name__}")
+            _check_safe(value, f"{where}[{key!r}]")
+        return
+    if type(obj) in (list, tuple):
+        for i, value in enumerate(obj):
+            _check_safe(value, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"checkpoint value {where} has type {type(obj).__module__}.{type(obj).__name__}, which "
+        "torch.load(weights_only=True) cannot read; convert it to tensors/dicts/lists/numbers/str"
+    )
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Make the rename itself durable. Not possible on every platform (e.g. Windows): best effort.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> Path:
+    """
+    Write ``state`` to ``path`` atomically: the data goes to a temporary file in the same
+    directory, which is flushed, fsync'ed and then renamed over ``path`` with :func:`os.replace`
+    (the directory is fsync'ed too). A failure at any point leaves a previous file at ``path``
+    intact and removes the temporary file.
+
+    If ``state`` lacks the ``"pyro_seq_checkpoint"`` marker or ``"format_version"``, they are added
+    (to a shallow copy).
+
+    :param path: destination file; its parent directory is created if missing.
+    :param dict state: checkpoint contents; only tensors, dicts, lists, tuples, ints, floats, bools,
+        strings and ``None`` are allowed (checked before anything is written).
+    :returns: the destination path.
+    :rtype: pathlib.Path
+    :raises TypeError: if ``state`` holds a value that could not be loaded with
+        ``weights_only=True``.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
+    state = dict(state)
+    state.setdefault(_MARKER, True)
+    state.setdefault("format_version", FORMAT_VERSION)
+    _check_safe(state)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def remove_stale_temporaries(path: PathLike) -> List[Path]:
+    """
+    Delete the temporary files (``.NAME.*.tmp`` beside ``path``) that a process killed while
+    :func:`save_checkpoint` was writing ``path`` left behind; they are never loaded, only
+    removed. Call it when no other process writes ``path`` (e.g. when a run resumes).
+
+    :returns: the files removed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _short(error: BaseException) -> str:
+    """The informative line of a (possibly very long) torch.load error."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("WeightsUnpickler error"):
+            return line
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def load_checkpoint(
+    path: PathLike,
+    map_location: Optional[Union[str, torch.device]] = "cpu",
+    kind: Optional[str] = None,
+) -> Dict[str, Any]:
+    """
+    Read a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``.
+
+    :param path: checkpoint file.
+    :param map_location: passed to :func:`torch.load` (default ``"cpu"``).
+    :param str kind: if given, the model kind the checkpoint must hold (e.g. ``"srnn"``).
+    :returns: the checkpoint dict.
+    :raises CheckpointError: if the file is missing, truncated or corrupt, is not a ``pyro_seq``
+        checkpoint, has an unsupported format version, or holds another model kind.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint path is not a file: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file is empty (truncated write?): {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"checkpoint {path} could not be loaded with weights_only=True: it is truncated or corrupt, "
+            f"not a pyro_seq checkpoint, or holds objects other than tensors, containers, numbers and "
+            f"strings ({_short(e)})"
+        ) from e
+    except Exception as e:  # torch.load fails in many ways on damaged files (RuntimeError, EOFError, IndexError, ...)
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt and cannot be read ({_short(e)})") from e
+    if not isinstance(state, dict) or not state.get(_MARKER, False):
+        raise CheckpointError(f"{path} is a torch file but not a pyro_seq checkpoint")
+    version = state.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version!r}; this pyro_seq reads versions 1..{FORMAT_VERSION}"
+        )
+    if kind is not None and state.get("kind") != kind:
+        raise CheckpointError(
+            f"checkpoint {path} holds a model of kind {state.get('kind')!r}, expected {kind!r}"
+        )
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# RNG states as weights_only-safe values
+# --------------------------------------------------------------------------------------------
+
+
+def get_rng_state() -> Dict[str, Any]:
+    """
+    Capture the Python, NumPy, torch (and CUDA, where available) random number generator states
+    as tensors, ints, floats and strings.
+
+    :rtype: dict
+    """
+    version, py_state, gauss_next = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
+    state = {
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(py_state, dtype=torch.int64),  # [625]
+            "gauss_next": None if gauss_next is None else float(gauss_next),
+        },
+        "numpy": {
+            "name": str(np_name),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),  # [624]
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_cached),
+        },
+        "torch": torch.get_rng_state(),  # uint8 [N]
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """
+    Restore random number generator states captured by :func:`get_rng_state`.
+
+    :param dict state: as returned by :func:`get_rng_state` (possibly after a save/load).
+    """
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (
+            npy["name"],
+            npy["keys"].cpu().numpy().astype(np.uint32),
+            int(npy["pos"]),
+            int(npy["has_gauss"]),
+            float(npy["cached_gaussian"]),
+        )
+    )
+    torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = [s.cpu().to(torch.uint8) for s in state["cuda"]]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def check_resume_data(path, kind, data, keys):
+    """
+    Before ``--resume``: raise :class:`CheckpointError` unless the run in the checkpoint at
+    ``path`` (if it exists) was trained on the same data, i.e. its ``config["data"]`` agrees
+    with ``data`` on every key in ``keys``.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    previous = load_checkpoint(path, map_location="cpu", kind=kind)["config"].get("data", {})
+    for key in keys:
+        if previous.get(key) != data[key]:
+            raise CheckpointError(
+                f"--resume: {path} was trained with data {key}={previous.get(key)!r}, this run asks for {data[key]!r}"
+            )
