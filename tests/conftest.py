@@ -1,4 +1,6 @@
 import os
+import re
+from collections import Counter
 from pathlib import Path
 
 import pyro
@@ -90,3 +92,61 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: longer checks (deselect with -m 'not slow')")
     config.addinivalue_line("markers", "cuda: needs a CUDA device")
+
+
+# --------------------------------------------------------------------------------------------
+# data required: with PYRO_SEQ_REQUIRE_DATA=1 (as CI runs), a missing data root or file fails
+# --------------------------------------------------------------------------------------------
+
+#: ``PYRO_SEQ_REQUIRE_DATA=1``: every file of the data root's MANIFEST.txt must be there, and a
+#: test that skips for missing data fails instead.
+REQUIRE_DATA = os.environ.get("PYRO_SEQ_REQUIRE_DATA") == "1"
+#: How the data-dependent tests word their skip reasons ("... not found under ROOT", "... not under
+#: the data root", "... not in the data root").
+DATA_SKIP = re.compile(r"\bnot (?:found )?(?:under|in)\b|\bnot found\b", re.IGNORECASE)
+
+
+def skip_reason(report):
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return text[len("Skipped: "):] if text.startswith("Skipped: ") else text
+
+
+def pytest_sessionstart(session):
+    if not REQUIRE_DATA:
+        return
+    root = shared_data_root()
+    manifest = root / "MANIFEST.txt"
+    if not manifest.is_file():
+        pytest.exit(f"PYRO_SEQ_REQUIRE_DATA=1 but there is no data root at {root} (no MANIFEST.txt); set PYRO_SEQ_DATA", returncode=1)
+    missing = [name for name in manifest.read_text().split() if not (root / name).is_file()]
+    if missing:
+        pytest.exit(f"PYRO_SEQ_REQUIRE_DATA=1 but {len(missing)} files of {manifest} are missing: {missing[:5]}", returncode=1)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_DATA and report.skipped and DATA_SKIP.search(skip_reason(report)):
+        report.outcome = "failed"
+        report.longrepr = f"skipped for missing data while PYRO_SEQ_REQUIRE_DATA=1: {skip_reason(report)}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line: how many tests skipped, by reason (CUDA, slow, missing data, other)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    kinds = Counter()
+    for report in skipped:
+        reason = skip_reason(report)
+        if "CUDA" in reason:
+            kinds["no CUDA device"] += 1
+        elif reason.startswith("slow"):
+            kinds["slow (PYRO_SEQ_SLOW=1 runs them)"] += 1
+        elif DATA_SKIP.search(reason):
+            kinds["data missing"] += 1
+        else:
+            kinds[reason[:80]] += 1
+    terminalreporter.write_line(f"skipped {len(skipped)}: " + "; ".join(f"{n} {kind}" for kind, n in kinds.most_common()))
