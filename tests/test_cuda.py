@@ -1,4 +1,10 @@
-"""CPU and CUDA agree (skipped without a GPU)."""
+"""
+CPU and CUDA agree (the ``cuda``-marked tests; skipped without a GPU).
+
+The ``test_smoke_*`` tests run each agreement helper with ``"cpu"`` as the device: CPU against
+CPU. They only check that the helper itself runs and agrees with itself; they are not device
+tests and say nothing about a GPU.
+"""
 
 import pyro
 import pyro.poutine as poutine
@@ -49,7 +55,7 @@ def check_devices_agree(device, kind="srnn"):
 
 
 @pytest.mark.parametrize("kind", sorted(BUILDERS))
-def test_log_weight_helper_on_cpu(kind):
+def test_smoke_log_weight_helper_cpu_against_cpu(kind):
     check_devices_agree("cpu", kind)
 
 
@@ -91,7 +97,7 @@ def check_lvae_devices_agree(device):
     assert model.generate(2).device.type == torch.device(device).type
 
 
-def test_lvae_log_weight_helper_on_cpu():
+def test_smoke_lvae_helper_cpu_against_cpu():
     check_lvae_devices_agree("cpu")
 
 
@@ -134,7 +140,7 @@ def check_semi_supervised_devices_agree(device, monkeypatch):
         assert model.generate(torch.arange(4)).device.type == torch.device(device).type
 
 
-def test_semi_supervised_devices_helper_on_cpu(monkeypatch):
+def test_smoke_semi_supervised_helper_cpu_against_cpu(monkeypatch):
     check_semi_supervised_devices_agree("cpu", monkeypatch)
 
 
@@ -173,7 +179,7 @@ def check_streamed_training_on(device, out_dir):
     assert again.epoch == 2 and again.fit(3)["epochs"] == 3
 
 
-def test_streamed_training_on_cpu(tmp_path):
+def test_smoke_streamed_training_helper_on_cpu(tmp_path):
     check_streamed_training_on("cpu", tmp_path)
 
 
@@ -212,7 +218,7 @@ def check_vaegan_devices_agree(device):
     assert model.generate(2).device.type == torch.device(device).type
 
 
-def test_vaegan_devices_helper_on_cpu():
+def test_smoke_vaegan_helper_cpu_against_cpu():
     check_vaegan_devices_agree("cpu")
 
 
@@ -241,7 +247,7 @@ def check_protein_devices_agree(device):
         assert torch.allclose(e, g.cpu(), atol=1e-8, rtol=1e-8)
 
 
-def test_protein_devices_helper_on_cpu():
+def test_smoke_protein_helper_cpu_against_cpu():
     check_protein_devices_agree("cpu")
 
 
@@ -288,7 +294,7 @@ def check_spatial_devices_agree(device):
     assert torch.allclose(expected, got.cpu(), atol=1e-8, rtol=1e-8)
 
 
-def test_spatial_devices_helper_on_cpu():
+def test_smoke_spatial_helper_cpu_against_cpu():
     check_spatial_devices_agree("cpu")
 
 
