@@ -235,7 +235,7 @@ def test_trained_smoother_is_nearly_exact_and_the_filter_is_not(trained):
     # measured (seeds 0, 1, 2 of the training): exact - ELBO = 0.09, 0.09, 0.01 nats per
     # sequence for the smoother (its family holds the exact posterior up to the horizon),
     # 2.85 for the filter (it cannot see the future frames)
-    assert 0 < gap["smoother"] < 0.2, gap
+    assert 0 < gap["smoother"] < 0.1, gap  # the documented claim: within 0.1 nats per sequence
     assert gap["filter"] > 2.0, gap
 
 
