@@ -19,7 +19,8 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 import torch
 
 from pyro_seq.recipes.options import RUN_OPTIONS
-from pyro_seq.training.checkpoint import CheckpointError, check_resume_data, load_checkpoint
+from pyro_seq.training.checkpoint import CheckpointError, load_checkpoint
+from pyro_seq.training.run_folder import RunFolderError, RunFolderLock, claim_run_folder, config_changes, describe_changes
 from pyro_seq.training.trainer import LAST_CHECKPOINT, LOG_FILE, Trainer, resolve_device
 
 __all__ = ["Recipe", "RunData", "append_jsonl", "evaluation_path", "resolved_path", "restore", "train"]
@@ -74,7 +75,6 @@ class Recipe:
         :data:`~pyro_seq.recipes.options.RUN_OPTIONS` (see
         :data:`~pyro_seq.recipes.options.SHARED_OPTIONS`).
     :cvar dict defaults: the family's defaults of shared options.
-    :cvar tuple resume_keys: keys of the data config that a ``--resume`` must not change.
     :cvar tuple units: how the epoch log shows the training loss and the validation figure.
     :cvar tuple data_names: the choices of ``--data`` (none: the family takes no ``--data``).
     :cvar str distributed_reduction: how ``--distributed`` combines the ranks' gradients
@@ -84,7 +84,6 @@ class Recipe:
     kinds: Dict[str, str] = {}
     options: Tuple[str, ...] = ()
     defaults: Dict[str, Any] = {}
-    resume_keys: Tuple[str, ...] = ()
     units: Tuple[str, str] = ("nats/frame", "{:.4f} nats/frame")
     distributed_reduction: str = "sum"
     data_names: Tuple[str, ...] = ()
@@ -213,12 +212,34 @@ def train(recipe: Recipe, kind: str, args) -> int:
             torch.distributed.destroy_process_group()
 
 
+#: Run-config entries (or prefixes ending in ".") a ``--resume`` may change: they are applied from
+#: the resumed step on and recorded; everything else shapes the run (the modules, the data, the
+#: optimiser whose state the checkpoint restores) and must match.
+RESUME_MAY_CHANGE = ("loss.", "data.data_root", "data.stream_length", "train.epochs", "train.patience", "train.world_size")
+
+
+def _may_change_on_resume(key: str) -> bool:
+    return any(key.startswith(k) if k.endswith(".") else key == k for k in RESUME_MAY_CHANGE)
+
+
 def _train(recipe: Recipe, kind: str, args, device, context) -> int:
+    main_rank = context is None or context.is_main
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(f"--out {out}: cannot make the run folder ({e.strerror or e})") from e
+    if not main_rank:  # rank 0 holds the folder for the run
+        return _train_in_folder(recipe, kind, args, device, context, out)
+    with RunFolderLock(out):
+        claim_run_folder(out, resume=args.resume, overwrite=getattr(args, "overwrite", False))
+        return _train_in_folder(recipe, kind, args, device, context, out)
+
+
+def _train_in_folder(recipe: Recipe, kind: str, args, device, context, out: Path) -> int:
     import pyro
 
     main_rank = context is None or context.is_main
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     recipe.check(kind, args, context)
     data = recipe.load_data(kind, args)
     config = recipe.config(kind, args, data)
@@ -234,8 +255,18 @@ def _train(recipe: Recipe, kind: str, args, device, context) -> int:
         "world_size": 1 if context is None else context.world_size,
         **recipe.train_config(kind, args),
     }
-    if args.resume:
-        check_resume_data(out / LAST_CHECKPOINT, kind, config["data"], recipe.resume_keys)
+    resumed_changes = []
+    if args.resume and (out / LAST_CHECKPOINT).exists():
+        saved = load_checkpoint(out / LAST_CHECKPOINT, map_location="cpu", kind=kind)["config"]
+        resumed_changes = config_changes(saved, config, ("model", "guide", "loss", "data", "train"))
+        fixed = [c for c in resumed_changes if not _may_change_on_resume(c[0])]
+        if fixed:
+            raise RunFolderError(
+                f"--resume: {out} was trained with other options ({describe_changes(fixed)}); a resumed run "
+                "keeps what shapes it and may change only the objective (e.g. --elbo, --num-particles, the warm-up), "
+                "--epochs, --patience, --max-minutes, --stream-length, --data-root, --device and the test options: "
+                "start a new run (another --out, or --overwrite)"
+            )
 
     pyro.set_rng_seed(args.seed)
     model, guide, loss = recipe.build(kind, config)
@@ -268,6 +299,9 @@ def _train(recipe: Recipe, kind: str, args, device, context) -> int:
         distributed=context,
         max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
     )
+    if resumed_changes and main_rank:
+        logger.info("resumed with %s", describe_changes(resumed_changes, limit=None))
+        append_jsonl(out / LOG_FILE, {"event": "resume_options", "epoch": trainer.epoch, "changes": [list(c) for c in resumed_changes]})
     n_params = sum(p.numel() for m in (model, guide) for p in m.parameters())
     logger.info("%s: %d parameters on %s; output in %s", kind, n_params, device, out)
     if context is not None:

@@ -60,7 +60,8 @@ SHARED_OPTIONS: Dict[str, tuple] = {
     "max_minutes": ("run", ("--max-minutes",), dict(type=float, default=None, help="training-time budget: stop after the epoch that reaches it (counts time before a --resume; the log says where it stopped)")),
     "seed": ("run", ("--seed",), dict(type=int, default=0, help="seed of initialisation, batch order and sampling")),
     "device": ("run", ("--device",), dict(default="auto", help="auto | cpu | cuda[:N]")),
-    "resume": ("run", ("--resume",), dict(action="store_true", help="continue from OUT/last.pt")),
+    "resume": ("run", ("--resume",), dict(action="store_true", help="continue the run in OUT from its last.pt (the options that shape the run must be the same)")),
+    "overwrite": ("run", ("--overwrite",), dict(action="store_true", help="replace the run already in OUT (its config, log and checkpoints) instead of refusing to start")),
     "distributed": ("run", ("--distributed",), dict(action="store_true", help="data-parallel over the processes torchrun starts (Gloo on CPU, NCCL on GPUs; each step sees WORLD_SIZE x --batch-size examples); rank 0 logs, validates, checkpoints and tests")),
     "log_every": ("run", ("--log-every",), dict(type=int, default=0, help="also log every N steps")),
     "max_bad_steps": ("run", ("--max-bad-steps",), dict(type=positive_int, default=10, help="stop after N consecutive non-finite steps")),
@@ -76,7 +77,7 @@ OWN_MEANINGS = {
 }
 
 #: Shared options every family takes (the run itself).
-RUN_OPTIONS = ("out", "epochs", "lr", "clip_norm", "seed", "device", "resume", "max_minutes", "log_every", "max_bad_steps", "no_progress")
+RUN_OPTIONS = ("out", "epochs", "lr", "clip_norm", "seed", "device", "resume", "overwrite", "max_minutes", "log_every", "max_bad_steps", "no_progress")
 
 
 def add_shared_options(parser: argparse.ArgumentParser, names: Iterable[str], defaults: Dict[str, Any], choices: Optional[Dict[str, Iterable]] = None) -> None:

@@ -145,7 +145,6 @@ class SemiSupervisedRecipe(Recipe):
     )
     defaults = {"lr": 3e-4, "clip_norm": 5.0, "batch_size": 100, "warmup_start": 1.0, "warmup_steps": 0, "epochs": 100, "data": "digits", "z_dim": 100, "hidden_dims": [500, 500]}
     data_names = SEMI_SUPERVISED_DATASETS
-    resume_keys = ("name", "labels_per_class", "label_seed", "limit", "batch_size", "labelled_batch_size")
     units = ("nats/image", "error {:.2f}%")
     # the loss is a mean over the batch's images: the union's gradient is the mean of the ranks'
     distributed_reduction = "mean"

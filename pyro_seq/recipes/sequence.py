@@ -441,7 +441,6 @@ class SequenceRecipe(Recipe):
     )
     defaults = {"data": "jsb"}
     data_names = DATA_NAMES
-    resume_keys = ("name", "max_train_sequences", "max_length", "batch_size")  # stream_length may change on resume
     #: shared model options and their defaults per kind
     KIND_DEFAULTS = {
         "srnn": {"z_dim": 100, "dropout": 0.0},

@@ -242,7 +242,6 @@ class ImageVAERecipe(Recipe):
     options = ("data_root", "batch_size", "data", "z_dim")
     data_names = tuple(sorted(IMAGE_DATA))
     defaults = {"lr": 3e-4, "epochs": 20, "batch_size": 64, "clip_norm": 10.0, "data": "mnist", "z_dim": None}  # z_dim None: 128 for faces (the paper), 32 for mnist
-    resume_keys = ("name", "limit", "batch_size")
     units = ("nats/image", "pixel MSE {:.5f}")
 
     def add_arguments(self, parser, kind):

@@ -86,7 +86,7 @@ def test_resume_with_another_architecture_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(out, 1, "--eval-samples", "0") == 0
     assert _train(out, 2, "--resume", "--z-dim", "5") == 1
-    assert "another model configuration" in capsys.readouterr().err
+    assert "was trained with other options (model.z_dim 3 -> 5)" in capsys.readouterr().err
 
 
 def test_bad_checkpoint_is_a_clear_error(tmp_path, capsys):

@@ -75,7 +75,6 @@ class ProteinRecipe(Recipe):
     }
     options = ("data_root", "batch_size", "weight_decay", "patience", "hidden", "dense", "dropout", "prior_scale", "mc_samples")
     defaults = {"epochs": 30, "batch_size": 32, "clip_norm": 5.0, "hidden": 64, "dense": 64, "dropout": 0.25, "prior_scale": 1.0, "mc_samples": 20}
-    resume_keys = ("protocol", "fold", "num_folds", "max_length", "batch_size", "seed")
     units = ("nats/protein", "error {:.2f}%")
 
     def add_arguments(self, parser, kind):

@@ -133,7 +133,6 @@ class SpatialRecipe(Recipe):
     }
     options = ("data_root", "batch_size", "weight_decay", "warmup_start", "warmup_steps", "patience", "hidden", "dense", "dropout", "prior_scale", "mc_samples")
     defaults = {"epochs": 20, "batch_size": 50, "clip_norm": 5.0, "warmup_start": 0.0, "warmup_steps": 0, "hidden": 256, "dense": 400, "dropout": 0.0, "prior_scale": 0.5, "mc_samples": 8}
-    resume_keys = ("variant", "data_seed", "num_train", "valid_images", "batch_size")
     units = ("nats/digit", "digit error {:.2f}%")
 
     def add_arguments(self, parser, kind):
