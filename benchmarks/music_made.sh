@@ -23,7 +23,7 @@ for run in $RUNS; do
   out=$OUT/$run
   [ -f "$out/test.json" ] && { echo "done already: $out"; continue; }
   mkdir -p "$out"
-  resume=(); [ -f "$out/last.pt" ] && resume=(--resume)
+  resume=(); [ -f "$out/config.json" ] && resume=(--resume)  # a started run continues
   case $run in
     jsb_s*) args=(--data jsb --seed "${run#jsb_s}" --lr 1e-3) ;;
     nottingham|musedata|piano) args=(--data "$run" --seed 0 --lr 2e-3 --stream-length 100 --guide filter --no-res-q) ;;
