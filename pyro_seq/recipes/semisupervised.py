@@ -18,7 +18,7 @@ import torch
 from pyro_seq.data import SEMI_SUPERVISED_DATASETS
 from pyro_seq.diagnostics.calibration import expected_calibration_error
 from pyro_seq.recipes.base import Recipe, RunData, evaluation_path, resolved_path
-from pyro_seq.recipes.options import positive_int
+from pyro_seq.recipes.options import nonnegative_float, positive_int, seed_int
 from pyro_seq.training.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT
 
 __all__ = [
@@ -152,13 +152,13 @@ class SemiSupervisedRecipe(Recipe):
     def add_arguments(self, parser, kind):
         g = parser.add_argument_group("data")
         g.add_argument("--labels-per-class", type=positive_int, default=10, help="labelled training images per class")
-        g.add_argument("--label-seed", type=int, default=0, help="seed of the choice of labelled images")
+        g.add_argument("--label-seed", type=seed_int, default=0, help="seed of the choice of labelled images")
         g.add_argument("--limit", type=positive_int, default=None, help="use only the first N images of each split (smoke tests; the binarized MNIST test split is sorted by class)")
         g.add_argument("--labelled-batch-size", type=positive_int, default=100, help="labelled images per step (--batch-size: unlabelled images per step)")
         g = parser.add_argument_group("model")
         g.add_argument("--a-dim", type=positive_int, default=100, help="auxiliary variable size (ignored by m2)")
         g = parser.add_argument_group("objective")
-        g.add_argument("--alpha", type=float, default=None, help="classification weight (default: 0.1 * N / N_labelled)")
+        g.add_argument("--alpha", type=nonnegative_float, default=None, help="classification weight (default: 0.1 * N / N_labelled)")
         g.add_argument("--valid-samples", type=positive_int, default=10, help="samples of a per image for the validation error")
 
     def load_data(self, kind, args):

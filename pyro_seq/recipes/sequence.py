@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pyro_seq.recipes.base import Recipe, RunData, evaluation_path, resolved_path
-from pyro_seq.recipes.options import int_list, positive_int
+from pyro_seq.recipes.options import int_list, nonnegative_float, nonnegative_int, positive_int
 from pyro_seq.training.trainer import BEST_CHECKPOINT
 
 __all__ = ["DATA_NAMES", "LVAE_GUIDES", "STREAMING_MODELS", "SequenceRecipe", "build_lvae", "build_srnn", "build_zforcing", "make_warmup_loss"]
@@ -145,9 +145,9 @@ LVAE_GUIDES = ("ladder", "bottom-up")
 
 def _add_srnn_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("SRNN")
-    group.add_argument("--d-dim", type=int, default=300, help="deterministic GRU state size (default 300)")
-    group.add_argument("--a-dim", type=int, default=300, help="guide summary size a_t (default 300)")
-    group.add_argument("--hidden-dim", type=int, default=500, help="MLP width (default 500)")
+    group.add_argument("--d-dim", type=positive_int, default=300, help="deterministic GRU state size (default 300)")
+    group.add_argument("--a-dim", type=positive_int, default=300, help="guide summary size a_t (default 300)")
+    group.add_argument("--hidden-dim", type=positive_int, default=500, help="MLP width (default 500)")
     group.add_argument("--guide", choices=("smoother", "filter"), default="smoother", help="guide kind (default smoother)")
     group.add_argument("--res-q", dest="res_q", action=argparse.BooleanOptionalAction, default=True, help="residual posterior mean (default on)")
     group.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli", help="frame likelihood (default bernoulli)")
@@ -191,10 +191,10 @@ def _srnn_config(args: argparse.Namespace, x_dim: int) -> Dict[str, Any]:
 
 def _add_zforcing_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Z-Forcing")
-    group.add_argument("--emb-dim", type=int, default=128, help="frame embedding / latent projection size (default 128)")
-    group.add_argument("--h-dim", type=int, default=256, help="forward LSTM size (default 256)")
-    group.add_argument("--b-dim", type=int, default=None, help="backward LSTM size (default: --h-dim)")
-    group.add_argument("--hidden-dim", type=int, default=256, help="MLP width (default 256)")
+    group.add_argument("--emb-dim", type=positive_int, default=128, help="frame embedding / latent projection size (default 128)")
+    group.add_argument("--h-dim", type=positive_int, default=256, help="forward LSTM size (default 256)")
+    group.add_argument("--b-dim", type=positive_int, default=None, help="backward LSTM size (default: --h-dim)")
+    group.add_argument("--hidden-dim", type=positive_int, default=256, help="MLP width (default 256)")
     group.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli", help="frame likelihood (default bernoulli)")
     group.add_argument("--emission", choices=("bernoulli", "made"), default="bernoulli", help="binary frames: independent keys (bernoulli) or autoregressive over the keys (made, MADEBernoulli)")
     _add_auxiliary_arguments(group)
@@ -463,10 +463,10 @@ class SequenceRecipe(Recipe):
         g.add_argument("--stream-length", type=positive_int, default=None, help="srnn, zforcing: train on chunks of L frames with the state carried from chunk to chunk of the same piece (truncated backpropagation; --batch-size streams); valid/test stay whole")
         g = parser.add_argument_group("objective")
         g.add_argument("--elbo", choices=("meanfield", "trace", "iwae"), default="meanfield", help="analytic-KL (meanfield) or Monte Carlo (trace) warm-up ELBO, or the importance-weighted bound with --num-particles samples (iwae; no warm-up)")
-        g.add_argument("--aux-weight", type=float, default=0.0, help="Z-Forcing auxiliary cost weight w (0: off)")
-        g.add_argument("--aux-start", type=float, default=None, help="w at step 0, ramped linearly to --aux-weight (default: --aux-weight)")
-        g.add_argument("--aux-steps", type=int, default=0, help="steps of the linear ramp of w")
-        g.add_argument("--backward-weight", type=float, default=0.0, help="weight of the backward RNN's prediction loss (Z-Forcing only; 0: off)")
+        g.add_argument("--aux-weight", type=nonnegative_float, default=0.0, help="Z-Forcing auxiliary cost weight w (0: off)")
+        g.add_argument("--aux-start", type=nonnegative_float, default=None, help="w at step 0, ramped linearly to --aux-weight (default: --aux-weight)")
+        g.add_argument("--aux-steps", type=nonnegative_int, default=0, help="steps of the linear ramp of w")
+        g.add_argument("--backward-weight", type=nonnegative_float, default=0.0, help="weight of the backward RNN's prediction loss (Z-Forcing only; 0: off)")
         KIND_OPTIONS[kind][0](parser)
 
     def check(self, kind, args, context):

@@ -21,7 +21,7 @@ import torch
 
 from pyro_seq.data.image_batches import IMAGE_DATA, image_batches, load_image_split
 from pyro_seq.recipes.base import Recipe, RunData, evaluation_path, resolved_path
-from pyro_seq.recipes.options import positive_int
+from pyro_seq.recipes.options import finite_float, nonnegative_float, nonnegative_int, number, positive_float, positive_int, probability_below_one
 from pyro_seq.training.trainer import LAST_CHECKPOINT, LOG_FILE
 
 __all__ = [
@@ -249,19 +249,19 @@ class ImageVAERecipe(Recipe):
         g.add_argument("--limit", type=positive_int, default=None, help="use only the first N training images")
         g.add_argument("--valid-limit", type=positive_int, default=1000, help="validate on the first N validation images")
         g = parser.add_argument_group("model")
-        g.add_argument("--width", type=float, default=1.0, help="multiplier of every hidden width (1: the paper's networks; e.g. 0.25 on a CPU)")
-        g.add_argument("--scale", type=float, default=1.0, help="sigma of the Gaussian likelihood (features for vaegan, pixels in [-1, 1] for vae)")
+        g.add_argument("--width", type=positive_float, default=1.0, help="multiplier of every hidden width (1: the paper's networks; e.g. 0.25 on a CPU)")
+        g.add_argument("--scale", type=positive_float, default=1.0, help="sigma of the Gaussian likelihood (features for vaegan, pixels in [-1, 1] for vae)")
         g = parser.add_argument_group("VAE/GAN loss")
-        g.add_argument("--gamma", type=float, default=1e-2, help="weight of the feature reconstruction against the GAN term in the decoder's objective")
-        g.add_argument("--equilibrium", type=float, default=0.68, help="balanced discriminator error of the skip rule")
-        g.add_argument("--margin", type=float, default=0.35, help="skip a player's update while an error is further than this from --equilibrium (negative: never skip)")
+        g.add_argument("--gamma", type=nonnegative_float, default=1e-2, help="weight of the feature reconstruction against the GAN term in the decoder's objective")
+        g.add_argument("--equilibrium", type=number(float, 0, 1, low_open=True, high_open=True), default=0.68, help="balanced discriminator error of the skip rule")
+        g.add_argument("--margin", type=finite_float, default=0.35, help="skip a player's update while an error is further than this from --equilibrium (negative: never skip)")
         g.add_argument("--generator-loss", choices=("non_saturating", "minimax"), default="non_saturating")
         g = parser.add_argument_group("optimisation")
-        g.add_argument("--dis-lr", type=float, default=None, help="the discriminator's learning rate (default: --lr)")
-        g.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999), help="Adam betas")
+        g.add_argument("--dis-lr", type=positive_float, default=None, help="the discriminator's learning rate (default: --lr)")
+        g.add_argument("--betas", type=probability_below_one, nargs=2, default=(0.5, 0.999), help="Adam betas")
         g = parser.add_argument_group("test")
         g.add_argument("--classifier", default=None, help="MNIST classifier checkpoint for the test metrics (trained and saved there if missing; default: $XDG_CACHE_HOME/pyro_seq or ~/.cache/pyro_seq, mnist_classifier.pt)")
-        g.add_argument("--test-samples", type=int, default=2000, help="prior samples for the test sample-quality metrics (0: skip the test evaluation)")
+        g.add_argument("--test-samples", type=nonnegative_int, default=2000, help="prior samples for the test sample-quality metrics (0: skip the test evaluation)")
 
     def load_data(self, kind, args):
         train, _ = load_image_split(args.data, "train", args.data_root, args.limit)

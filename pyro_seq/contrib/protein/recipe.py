@@ -27,7 +27,7 @@ from pyro_seq.contrib.protein.metrics import (
 )
 from pyro_seq.guides import PointEstimateGuide
 from pyro_seq.recipes.base import Recipe, RunData, evaluation_path, resolved_path
-from pyro_seq.recipes.options import positive_int
+from pyro_seq.recipes.options import nonnegative_int, positive_int
 from pyro_seq.training.trainer import BEST_CHECKPOINT
 
 __all__ = ["PROTEIN_MODELS", "ProteinRecipe", "build_protein"]
@@ -81,7 +81,7 @@ class ProteinRecipe(Recipe):
         g = parser.add_argument_group("data and protocol")
         g.add_argument("--protocol", choices=PROTOCOLS, default="deeploc", help="localizer: deeploc (train on the DeepLoc validation file, test on its test split and setHARD) or cv (folds over both files); secondary-structure always folds CB513")
         g.add_argument("--num-folds", type=positive_int, default=5)
-        g.add_argument("--fold", type=int, default=0, help="the test fold (the next one selects the checkpoint)")
+        g.add_argument("--fold", type=nonnegative_int, default=0, help="the test fold (the next one selects the checkpoint)")
         g.add_argument("--max-length", type=positive_int, default=1000, help="keep the first and last max_length/2 residues of longer proteins (DeepLoc's policy)")
         g = parser.add_argument_group("model")
         g.add_argument("--encoding", choices=("onehot", "blosum62"), default="onehot")

@@ -21,7 +21,7 @@ from typing import Any, Dict, Tuple
 from pyro_seq.contrib.spatial.metrics import digit_metrics, evaluate_spn, load_split
 from pyro_seq.guides import PointEstimateGuide
 from pyro_seq.recipes.base import Recipe, RunData, evaluation_path, resolved_path
-from pyro_seq.recipes.options import positive_int
+from pyro_seq.recipes.options import number, positive_float, positive_int, seed_int
 from pyro_seq.training.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT
 
 __all__ = ["ATTENTION_PREFIXES", "DEFAULT_CHANNELS", "SCALE_HEAD", "SPN_MODELS", "SpatialRecipe", "build_spn", "init_from", "spn_optim"]
@@ -141,18 +141,18 @@ class SpatialRecipe(Recipe):
         g = parser.add_argument_group("cluttered MNIST")
         g.add_argument("--variant", choices=sorted(CLUTTERED_VARIANTS), default="sequence3", help="three digits on 100x100 (the paper's task) or one digit on 40x40")
         g.add_argument("--cache-dir", default=None, help="cache of the generated images (default: ~/.cache/pyro_seq/cluttered_mnist)")
-        g.add_argument("--data-seed", type=int, default=0, help="seed of the image generator")
+        g.add_argument("--data-seed", type=seed_int, default=0, help="seed of the image generator")
         g.add_argument("--num-train", type=positive_int, default=60000)
         g.add_argument("--valid-images", type=positive_int, default=2000, help="validation images that select the checkpoint (the first of the split's 10,000)")
         g.add_argument("--num-test", type=positive_int, default=10000)
         g = parser.add_argument_group("model")
-        g.add_argument("--downsample", type=float, default=3.0, help="input pixels per glimpse pixel along a side (3: a 33x33 glimpse of 100x100)")
+        g.add_argument("--downsample", type=number(float, 1), default=3.0, help="input pixels per glimpse pixel along a side (3: a 33x33 glimpse of 100x100)")
         g.add_argument("--channels", type=positive_int, default=None, help="classifier filters (default 32 for rnn-spn, 96 for ffn-spn and cnn)")
         g.add_argument("--stochastic-attention", action="store_true", help="rnn-spn: latent glimpse parameters with a Gaussian prior at the identity and an amortised guide (SVI)")
-        g.add_argument("--kl-weight", type=float, default=1.0, help="--stochastic-attention: weight β of the glimpse KL (below 1 the objective is not the ELBO); the KL warm-up (--warmup-start, --warmup-steps) multiplies it")
+        g.add_argument("--kl-weight", type=positive_float, default=1.0, help="--stochastic-attention: weight β of the glimpse KL (below 1 the objective is not the ELBO); the KL warm-up (--warmup-start, --warmup-steps) multiplies it")
         g.add_argument("--init-from", default=None, help="start from this rnn-spn checkpoint (a deterministic one for --stochastic-attention: its classifier, and its attention as the guide's location head)")
         g = parser.add_argument_group("optimisation and test")
-        g.add_argument("--attention-lr-scale", type=float, default=0.1, help="learning rate of the attention (localisation) networks, relative to --lr")
+        g.add_argument("--attention-lr-scale", type=positive_float, default=0.1, help="learning rate of the attention (localisation) networks, relative to --lr")
 
     def check(self, kind, args, context):
         if args.stochastic_attention and kind != "rnn-spn":
