@@ -33,7 +33,7 @@ def bad_values(bounds):
 
 def cases():
     """(kind, option, bad value, nargs), each option of each family once (at its first kind)."""
-      seen, found = set(), []
+    seen, found = set(), []
     for kind, parser in train_parsers().items():
         family = type(RECIPES[kind]).__name__
         for action in parser._actions:
