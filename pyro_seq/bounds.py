@@ -26,7 +26,7 @@ Both are reported as negative log-likelihoods under three normalisations:
 - ``per_sequence``: total nats / number of sequences (nats per data point,
   e.g. per image for sequential MNIST).
 
-:class:`IWAELoss` is the importance-weighted bound as a training objective
+:class:`~pyro_seq.losses.IWAE_ELBO` is the importance-weighted bound as a training objective
 for :class:`~pyro_seq.training.trainer.Trainer` (or :class:`~pyro.infer.SVI`).
 
 **References**

@@ -11,11 +11,24 @@ interface (``loss``, ``differentiable_loss``, ``loss_and_grads``):
   :class:`ZForcingTraceMeanField_ELBO`: warm-up plus the Z-Forcing auxiliary cost.
 * :mod:`~pyro_seq.losses.semisupervised` -- :class:`SemiSupervised_ELBO` of M2/ADGM/SDGM.
 * :mod:`~pyro_seq.losses.vaegan` -- :class:`VAEGANLoss`, three routed losses (not an ELBO).
-* :mod:`~pyro_seq.losses.particle` -- the particle objectives :class:`IWAELoss` and
-  :class:`FIVOLoss`.
+* :mod:`~pyro_seq.losses.particle` -- the particle objectives :class:`IWAE_ELBO` and
+  :class:`FIVO_ELBO` (``IWAELoss`` and ``FIVOLoss`` are their deprecated names), and the base
+  classes of Pyro's sequential Monte Carlo protocol, :class:`SequentialModel` and
+  :class:`SequentialGuide`, that FIVO takes besides the built-in models' step protocol.
 """
 
-from pyro_seq.losses.particle import FIVOLoss, IWAELoss, ParticleLoss, iwae_objective
+from pyro_seq.losses.particle import (
+    FIVO_ELBO,
+    IWAE_ELBO,
+    FIVOLoss,
+    IWAELoss,
+    ParticleELBO,
+    ParticleLoss,
+    SequentialGuide,
+    SequentialModel,
+    SMCStep,
+    iwae_objective,
+)
 from pyro_seq.losses.schedules import (
     ConstantSchedule,
     LinearSchedule,
@@ -46,13 +59,19 @@ from pyro_seq.losses.zforcing import ZForcingCostMixin, ZForcingTrace_ELBO, ZFor
 __all__ = [
     "ConstantSchedule",
     "FIVOLoss",
+    "FIVO_ELBO",
     "GENERATOR_LOSSES",
     "IWAELoss",
+    "IWAE_ELBO",
     "LatentScaleMessenger",
     "LinearSchedule",
+    "ParticleELBO",
     "ParticleLoss",
+    "SMCStep",
     "Schedule",
     "SemiSupervised_ELBO",
+    "SequentialGuide",
+    "SequentialModel",
     "VAEGANLoss",
     "VAEGAN_NETWORKS",
     "WarmupELBOMixin",

@@ -48,7 +48,7 @@ def make_warmup_loss(config: Dict[str, Any]):
          "backward_weight": 0.0}
 
     A warm-up ELBO; with ``"elbo": "iwae"`` the importance-weighted bound with ``num_particles``
-    samples per sequence (:class:`~pyro_seq.losses.IWAELoss`, no warm-up: β = 1); with a non-zero
+    samples per sequence (:class:`~pyro_seq.losses.IWAE_ELBO`, no warm-up: β = 1); with a non-zero
     ``aux_weight`` or ``backward_weight`` the Z-Forcing ELBO
     (its auxiliary weight ramps linearly from ``aux_start``, default ``aux_weight``, to
     ``aux_weight`` over ``aux_steps`` steps).
@@ -60,11 +60,9 @@ def make_warmup_loss(config: Dict[str, Any]):
         raise ValueError(f"loss elbo must be one of ['meanfield', 'trace', 'iwae'], got {kind!r}")
     if kind == "iwae":
         # the importance-weighted bound with num_particles samples per sequence; no warm-up
-        from pyro_seq.losses import IWAELoss
-
         if float(config.get("aux_weight", 0.0)) or float(config.get("backward_weight", 0.0)):
             raise ValueError("--elbo iwae has no auxiliary cost; drop --aux-weight/--backward-weight")
-        return IWAELoss(num_particles=int(config.get("num_particles", 1)))
+        return losses.IWAE_ELBO(num_particles=int(config.get("num_particles", 1)))
     schedule = losses.LinearSchedule(
         start=float(config.get("warmup_start", 0.2)), end=1.0, steps=int(config.get("warmup_steps", 1000))
     )

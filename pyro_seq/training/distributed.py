@@ -3,11 +3,32 @@ Data-parallel SVI over several processes with :mod:`torch.distributed` (Gloo on 
 
 Each process (rank) holds a full copy of the model and guide, computes the loss and gradients of
 its own share of the batches, and before every optimiser step the gradients are summed over the
-ranks in one flat all-reduce, so every rank applies the same update and the parameters stay
-identical. This is what :class:`pyro.optim.HorovodOptimizer` does for Horovod, written on
-``torch.distributed``; it replaces :class:`torch.nn.parallel.DistributedDataParallel`, whose
-reducer assumes one ``forward`` and one ``backward`` per module and step, while an ELBO runs the
-guide, then the model replayed on the guide's trace (and, with several particles, both again).
+ranks, so every rank applies the same update and the parameters stay identical. Two paths:
+
+- **DDP** (the default where the loss is a :class:`pyro.infer.ELBO` with ``differentiable_loss``:
+  ``Trace_ELBO``, ``TraceMeanField_ELBO``, ``TraceEnum_ELBO``, ``TraceTMC_ELBO``, and pyro_seq's
+  warm-up, Z-Forcing, semi-supervised, IWAE and FIVO ELBOs; not ``RenyiELBO``,
+  ``TraceGraph_ELBO`` or ``ReweightedWakeSleep``, which only have ``loss_and_grads``). The loss's :class:`~pyro.infer.elbo.ELBOModule`
+  (``loss(model, guide)``, whose ``forward`` is the differentiable loss of one whole step, guide
+  and replayed model, every particle) goes into :class:`torch.nn.parallel.DistributedDataParallel`
+  (:meth:`DistributedContext.data_parallel`): its bucketed all-reduce of the module parameters'
+  gradients overlaps with ``backward``, with a communication hook that sums (or averages)
+  instead of DDP's mean. ``find_unused_parameters=True``: a step may leave parameters without a
+  gradient (a branch a batch does not take; the Z-Forcing auxiliary network under IWAE).
+  Parameters that DDP does not hold (``pyro.param`` entries of the parameter store, module
+  parameters created during a step, e.g. by an autoguide's first call) are summed by hand after
+  ``backward``, in the small all-reduce that carries the loss, frame count and failure flag.
+  A rank whose step raises a non-finite-values error still runs a zero ``backward`` through
+  DDP, so that no rank waits forever, and every rank skips the step.
+- **by hand** (any other loss, e.g. :class:`~pyro_seq.losses.VAEGANLoss`, whose three routed
+  losses are not one ``forward``/``backward``; or ``DistributedContext(ddp=False)``): after
+  ``loss.loss_and_grads``, one flat all-reduce of every gradient with the scalars
+  (:meth:`DistributedContext.reduce_step`), as :class:`pyro.optim.HorovodOptimizer` does for
+  Horovod.
+
+Both give the same sums; the DDP path differentiates ``differentiable_loss`` where the hand path
+calls ``loss_and_grads``, which for a Pyro ELBO with ``num_particles > 1`` (not vectorised) sums
+the particles' gradients in another order (equal to rounding).
 
 Gradients are **summed** by default because every ``pyro_seq`` sequence loss is a sum over the
 batch (nats): the summed gradient is then exactly the gradient of one process holding the union
@@ -35,16 +56,19 @@ What each rank does:
   optimiser state and counters carry over unchanged).
 """
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
     "DistributedContext",
+    "ELBOStep",
     "init_distributed",
     "shard_batches",
     "rank_seed",
@@ -111,11 +135,15 @@ class DistributedContext:
     :param int world_size: number of processes.
     :param str reduction: how gradients, loss and frames are combined over ranks: ``"sum"``
         (losses that are sums over the batch, the default) or ``"mean"``.
+    :param bool ddp: reduce an ELBO's gradients with
+        :class:`~torch.nn.parallel.DistributedDataParallel` (the default); ``False`` keeps the
+        hand-written all-reduce for every loss.
     """
 
     rank: int = 0
     world_size: int = 1
     reduction: str = "sum"
+    ddp: bool = True
 
     def __post_init__(self):
         if self.reduction not in _REDUCTIONS:
@@ -186,6 +214,28 @@ class DistributedContext:
                 p.grad.div_(self.world_size)
         return [float(v) for v in flat[offset:].tolist()]
 
+    def data_parallel(self, module: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
+        """
+        ``module`` in :class:`~torch.nn.parallel.DistributedDataParallel` for this group: gradients
+        summed over the ranks (or averaged, ``reduction="mean"``) by a communication hook,
+        ``find_unused_parameters=True``, no buffer broadcasts (each rank keeps its own buffers,
+        as on the hand path) and no synchronisation at construction (the trainer broadcasts rank
+        0's parameters at its start, and the ranks' updates are the same afterwards).
+        """
+        accepted = inspect.signature(DistributedDataParallel.__init__).parameters
+        kwargs = {"find_unused_parameters": True}
+        if "forward_sync_buffers" in accepted:
+            kwargs["forward_sync_buffers"] = False
+        else:
+            kwargs["broadcast_buffers"] = False
+        if "init_sync" in accepted:
+            kwargs["init_sync"] = False
+        if device.type == "cuda":
+            kwargs["device_ids"] = [device.index if device.index is not None else torch.cuda.current_device()]
+        wrapped = DistributedDataParallel(module, **kwargs)
+        wrapped.register_comm_hook(None, _allreduce_mean if self.reduction == "mean" else _allreduce_sum)
+        return wrapped
+
     def broadcast_float(self, value: Optional[float]) -> Optional[float]:
         """Rank 0's ``value`` on every rank (``None`` stays ``None``)."""
         if not self.active:
@@ -211,13 +261,59 @@ class DistributedContext:
             dist.barrier()
 
 
+def _allreduce_sum(process_group, bucket):
+    """DDP communication hook: the bucket's gradients summed over the ranks (DDP's own hook averages)."""
+    group = process_group if process_group is not None else dist.group.WORLD
+    return dist.all_reduce(bucket.buffer(), group=group, async_op=True).get_future().then(lambda fut: fut.value()[0])
+
+
+def _allreduce_mean(process_group, bucket):
+    """DDP communication hook: summed, then divided by the number of ranks (as :meth:`DistributedContext.reduce_step`)."""
+    group = process_group if process_group is not None else dist.group.WORLD
+    size = group.size()
+    future = dist.all_reduce(bucket.buffer(), group=group, async_op=True).get_future()
+    return future.then(lambda fut: fut.value()[0].div_(size))
+
+
+class ELBOStep(torch.nn.Module):
+    """
+    What the trainer puts into :class:`~torch.nn.parallel.DistributedDataParallel`: a loss's
+    :class:`~pyro.infer.elbo.ELBOModule`, whose ``forward(*args)`` is the differentiable loss of
+    one step. A step that fails with an error ``recoverable`` accepts (non-finite values), or
+    whose loss has no graph, returns a zero tied to every parameter instead, so that this rank
+    still runs ``backward`` and joins its all-reduce; the error is kept in :attr:`error`.
+
+    :param torch.nn.Module elbo_module: ``loss(model, guide)``.
+    :param recoverable: ``ValueError -> bool``.
+    """
+
+    def __init__(self, elbo_module: torch.nn.Module, recoverable: Callable[[ValueError], bool]):
+        super().__init__()
+        self.elbo_module = elbo_module
+        self.recoverable = recoverable
+        self.error: Optional[ValueError] = None
+
+    def forward(self, *args, **kwargs):
+        self.error = None
+        try:
+            value = self.elbo_module(*args, **kwargs)
+        except ValueError as error:
+            if not self.recoverable(error):
+                raise
+            self.error, value = error, None
+        if torch.is_tensor(value) and value.requires_grad:
+            return value
+        zero = sum(p.reshape(-1)[:1].sum() * 0.0 for p in self.parameters() if p.requires_grad)  # every parameter, zero gradient
+        return zero if value is None else zero + value
+
+
 def _collective_device() -> torch.device:
     if dist.is_initialized() and dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 
-def init_distributed(device: str = "auto", reduction: str = "sum", timeout_minutes: float = 30.0):
+def init_distributed(device: str = "auto", reduction: str = "sum", timeout_minutes: float = 30.0, ddp: bool = True):
     """
     Join the process group that ``torchrun`` describes in the environment (``RANK``,
     ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``).
@@ -229,6 +325,7 @@ def init_distributed(device: str = "auto", reduction: str = "sum", timeout_minut
         the local rank).
     :param str reduction: see :class:`DistributedContext`.
     :param float timeout_minutes: collective timeout.
+    :param bool ddp: see :class:`DistributedContext`.
     :returns: ``(DistributedContext, torch.device)``.
     :raises ValueError: when the environment has no ``torchrun`` variables, or CUDA is asked for
         and absent.
@@ -255,4 +352,4 @@ def init_distributed(device: str = "auto", reduction: str = "sum", timeout_minut
 
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
     logger.debug("rank %d of %d joined (%s, %s)", rank, world_size, backend, torch_device)
-    return DistributedContext(rank=rank, world_size=world_size, reduction=reduction), torch_device
+    return DistributedContext(rank=rank, world_size=world_size, reduction=reduction, ddp=ddp), torch_device

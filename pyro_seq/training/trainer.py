@@ -16,8 +16,10 @@ optimiser state; after ``max_bad_steps`` consecutive skips training stops with
 
 With a :class:`~pyro_seq.training.distributed.DistributedContext` the same loop runs data-parallel over
 ``torch.distributed`` ranks (see :mod:`pyro_seq.training.distributed`): each rank steps on its share of the
-batches, gradients are summed over ranks before every update, and rank 0 logs, validates and
-writes checkpoints.
+batches, gradients are summed over ranks before every update (by
+:class:`~torch.nn.parallel.DistributedDataParallel` over the loss's ``ELBOModule`` where the loss
+is an ELBO, by one hand-written all-reduce otherwise), and rank 0 logs, validates and writes
+checkpoints.
 """
 
 import json
@@ -33,14 +35,16 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.infer.elbo import ELBO
 from pyro.infer.util import zero_grads
 from torch.distributions import constraints
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from pyro_seq.bounds import evaluate
 from pyro_seq.data.batching import to_device
 from pyro_seq.training.checkpoint import CheckpointError, get_rng_state, load_checkpoint, remove_stale_temporaries, save_checkpoint, set_rng_state
-from pyro_seq.training.distributed import DistributedContext, rank_seed, shard_batches
+from pyro_seq.training.distributed import DistributedContext, ELBOStep, rank_seed, shard_batches
 
 __all__ = ["Trainer", "NonFiniteLossError", "resolve_device", "default_eval_fn", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "LOG_FILE"]
 
@@ -127,6 +131,12 @@ def _constraint_name(constraint) -> Optional[str]:
     return None
 
 
+def _ddp_serves(loss) -> bool:
+    """Whether DDP can carry ``loss``'s gradients: a Pyro ELBO whose ``differentiable_loss`` is one
+    step's whole loss (one ``forward``, one ``backward``)."""
+    return isinstance(loss, ELBO) and callable(getattr(loss, "differentiable_loss", None))
+
+
 def default_eval_fn(num_samples: int = 1) -> Callable:
     """
     The default validation bound: the negative ELBO of :func:`pyro_seq.bounds.evaluate` in nats
@@ -204,7 +214,9 @@ class Trainer:
     :param distributed: a :class:`~pyro_seq.training.distributed.DistributedContext` to train
         data-parallel over its ranks (default: one process). Rank 0's parameters are broadcast
         to every rank at the start; each epoch's batches are sharded with
-        :func:`~pyro_seq.training.distributed.shard_batches`.
+        :func:`~pyro_seq.training.distributed.shard_batches`; an ELBO's gradients go through
+        :class:`~torch.nn.parallel.DistributedDataParallel` over ``loss(model, guide)`` (unless
+        ``distributed.ddp`` is False), any other loss's through one flat all-reduce.
     """
 
     def __init__(
@@ -275,6 +287,8 @@ class Trainer:
         self.out_of_time = False
         self.dist = distributed if distributed is not None else DistributedContext()
         self._reduce_list: Optional[List[torch.Tensor]] = None
+        self._ddp: Optional[DistributedDataParallel] = None  # built at the first distributed step
+        self._ddp_key: Tuple[int, ...] = ()  # the parameters it holds
 
         # counters (all restored on resume)
         self.epoch = 0  # completed epochs
@@ -515,6 +529,25 @@ class Trainer:
             self.loss.step = self.global_step
         if frames is None:
             frames = float(args[1].sum())
+        ddp = self._data_parallel()
+        if ddp is not None:
+            loss, frames, reason, params = self._ddp_step(ddp, args, frames)
+        else:
+            loss, frames, reason, params = self._loss_and_grads(args, frames)
+        if reason is None:
+            self.optim(params)
+            zero_grads(params)
+            self.global_step += 1
+            self._bad_steps = 0
+            terms = getattr(self.loss, "last_terms", None)
+            return {"loss": loss, "frames": frames, "ok": True, "terms": terms, "reason": None}
+        # skipped: discard whatever gradients were accumulated, touch nothing else
+        zero_grads(params | set(self._all_params()))
+        self._bad_steps += 1
+        return {"loss": loss, "frames": frames, "ok": False, "terms": None, "reason": reason}
+
+    def _loss_and_grads(self, args, frames):
+        """``loss.loss_and_grads`` on this rank, then (distributed) the hand-written all-reduce."""
         reason = None
         params = set()
         loss = float("nan")
@@ -533,17 +566,66 @@ class Trainer:
             reason = f"non-finite values: {str(e).splitlines()[0]}"
         if self.dist.active:
             loss, frames, reason, params = self._reduce_over_ranks(loss, frames, reason, params)
-        if reason is None:
-            self.optim(params)
-            zero_grads(params)
-            self.global_step += 1
-            self._bad_steps = 0
-            terms = getattr(self.loss, "last_terms", None)
-            return {"loss": loss, "frames": frames, "ok": True, "terms": terms, "reason": None}
-        # skipped: discard whatever gradients were accumulated, touch nothing else
-        zero_grads(params | set(self._all_params()))
-        self._bad_steps += 1
-        return {"loss": loss, "frames": frames, "ok": False, "terms": None, "reason": reason}
+        return loss, frames, reason, params
+
+    def _data_parallel(self) -> Optional[DistributedDataParallel]:
+        """
+        The :class:`~torch.nn.parallel.DistributedDataParallel` over the loss's ``ELBOModule``
+        that this step's gradients ride on, or ``None`` for the hand-written path (one process, a
+        loss that is not an ELBO with ``differentiable_loss``, ``DistributedContext(ddp=False)``,
+        or modules without parameters yet). Rebuilt when the modules' parameters change (an
+        autoguide creates its own at its first call; until then they are reduced by hand).
+        """
+        if not (self.dist.active and self.dist.ddp and _ddp_serves(self.loss)):
+            return None
+        params, seen = [], set()
+        for module in (self.model, self.guide):
+            for p in module.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        if not params:
+            return None
+        key = tuple(id(p) for p in params)
+        if self._ddp is None or key != self._ddp_key:
+            if self._ddp is not None:
+                logger.debug("module parameters changed (%d -> %d): rebuilding DDP", len(self._ddp_key), len(key))
+            step_module = ELBOStep(self.loss(self.model, self.guide), _is_invalid_value_error)
+            self._ddp, self._ddp_key = self.dist.data_parallel(step_module, self.device), key
+        return self._ddp
+
+    def _ddp_step(self, ddp, args, frames):
+        """
+        One step's gradients through DDP (module parameters, all-reduced during ``backward``),
+        then one small all-reduce of the parameters DDP does not hold, the loss, the frames and
+        the failure flag (see :mod:`pyro_seq.training.distributed`).
+        """
+        reason = None
+        loss = float("nan")
+        with poutine.trace(param_only=True) as param_capture:
+            value = ddp(*args)
+        params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
+        value.backward()  # every rank, even one whose step failed: DDP's all-reduce needs them all
+        error = ddp.module.error
+        if error is not None:
+            reason = f"non-finite values: {str(error).splitlines()[0]}"
+        else:
+            loss = _to_float(value)
+            if loss is None or not math.isfinite(loss):
+                reason = f"non-finite loss {loss}"
+        reduce_list = self._reduce_params()
+        for p in reduce_list:  # a missing gradient counts as zeros, as on the hand path
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        held = set(self._ddp_key)
+        by_hand = [p for p in reduce_list if id(p) not in held]
+        failed = reason is not None
+        scalars = [0.0 if failed else loss, frames, 1.0 if failed else 0.0]
+        if by_hand:
+            total_loss, total_frames, n_failed = self.dist.reduce_step(by_hand, scalars)
+        else:
+            total_loss, total_frames, n_failed = self.dist.reduce_step([], scalars, scalars_only=True)
+        return self._after_reduce(total_loss, total_frames, n_failed, reason, params, reduce_list)
 
     def _reduce_params(self) -> List[torch.Tensor]:
         """Every trainable leaf, in the same order on every rank (the all-reduce layout)."""
@@ -575,6 +657,10 @@ class Trainer:
         total_loss, total_frames, n_failed = self.dist.reduce_step(
             reduce_list, [0.0 if failed else loss, frames, 1.0 if failed else 0.0]
         )
+        return self._after_reduce(total_loss, total_frames, n_failed, reason, params, reduce_list)
+
+    def _after_reduce(self, total_loss, total_frames, n_failed, reason, params, reduce_list):
+        """The step's verdict once its gradients are reduced, the same on every rank; then ``loss.last_terms`` reduced."""
         if self.dist.reduction == "mean":
             total_loss, total_frames = total_loss / self.dist.world_size, total_frames / self.dist.world_size
         if n_failed > 0:

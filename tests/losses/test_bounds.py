@@ -12,9 +12,9 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from pyro_seq.losses import IWAELoss
+from pyro_seq.losses import IWAE_ELBO
 from pyro_seq.bounds import evaluate, importance_bounds, log_importance_weights, normalise, particles_per_chunk, trace_log_weights
-from pyro_seq.losses import FIVOLoss
+from pyro_seq.losses import FIVO_ELBO
 from pyro_seq.fivo import ancestor_indices, effective_sample_size, fivo_log_likelihood, particle_filter, protocol_log_weight
 from pyro_seq.guides import LinearGaussianSSMGuide, SRNNGuide
 from pyro_seq.models import SRNN, LinearGaussianSSM
@@ -133,7 +133,7 @@ def test_importance_bounds_match_the_weights(float64):
     assert torch.allclose(bounds["iwae"], torch.logsumexp(log_w, 0) - math.log(30))
 
 
-# ----------------------------------------------------------------- IWAELoss
+# ----------------------------------------------------------------- IWAE_ELBO
 
 
 @pytest.mark.parametrize("make", [tiny_srnn, tiny_lgssm], ids=["srnn", "lgssm"])
@@ -145,7 +145,7 @@ def test_iwae_loss_with_one_particle_is_the_elbo(float64, make):
     elbo = Trace_ELBO().differentiable_loss(model, guide, x, mask)
     elbo_grads = torch.autograd.grad(elbo, params)
     pyro.set_rng_seed(5)
-    loss = IWAELoss(num_particles=1)
+    loss = IWAE_ELBO(num_particles=1)
     iwae = loss.differentiable_loss(model, guide, x, mask)
     iwae_grads = torch.autograd.grad(iwae, params)
     assert torch.allclose(elbo, iwae, atol=1e-10, rtol=0)
@@ -161,7 +161,7 @@ def test_iwae_loss_is_a_per_sequence_log_mean_exp(float64):
     pyro.set_rng_seed(5)
     log_w = log_importance_weights(model, guide, x, mask, num_samples=8, chunk_size=8)  # [8, batch]
     pyro.set_rng_seed(5)
-    loss = IWAELoss(num_particles=8).differentiable_loss(model, guide, x, mask)
+    loss = IWAE_ELBO(num_particles=8).differentiable_loss(model, guide, x, mask)
     per_sequence = torch.logsumexp(log_w, 0) - math.log(8)  # [batch]
     assert torch.allclose(-loss, per_sequence.sum())
     # not the log-mean-exp of the whole batch's summed weights (RenyiELBO, alpha = 0)
@@ -171,7 +171,7 @@ def test_iwae_loss_is_a_per_sequence_log_mean_exp(float64):
 
 @pytest.mark.parametrize(
     "loss",
-    [IWAELoss(num_particles=3), FIVOLoss(num_particles=3, resample="always")],
+    [IWAE_ELBO(num_particles=3), FIVO_ELBO(num_particles=3, resample="always")],
     ids=["iwae", "fivo"],
 )
 @pytest.mark.parametrize("make", [tiny_srnn, tiny_lgssm], ids=["srnn", "lgssm"])
@@ -187,7 +187,7 @@ def test_one_trainer_step_changes_every_parameter(loss, make):
     assert trainer.global_step == 1
     changed = [not torch.equal(a, b) for a, b in zip(before, params_of(model, guide))]
     assert all(changed), changed
-    if isinstance(loss, FIVOLoss):
+    if isinstance(loss, FIVO_ELBO):
         assert loss.last_terms["resampling_steps"] == sum(n - 1 for n in LENGTHS)
         assert -loss.last_terms["fivo"] == pytest.approx(result["loss"])
 
@@ -225,7 +225,7 @@ def test_fivo_without_resampling_is_the_iwae_bound(float64, make):
 def test_fivo_gradients_reach_every_parameter(float64):
     x, mask = ragged_batch("gaussian")
     model, guide = tiny_srnn(likelihood="gaussian")
-    loss = FIVOLoss(num_particles=4, resample="always").differentiable_loss(model, guide, x, mask)
+    loss = FIVO_ELBO(num_particles=4, resample="always").differentiable_loss(model, guide, x, mask)
     grads = torch.autograd.grad(loss, params_of(model, guide))
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pyro.infer import Trace_ELBO
 
 import pyro_seq
-from pyro_seq.losses import IWAELoss
+from pyro_seq.losses import IWAE_ELBO
 from pyro_seq.bounds import importance_bounds
 from pyro_seq.cli import main
 from pyro_seq.fivo import fivo_log_likelihood
@@ -95,7 +95,7 @@ def entry_points(model, guide, loss):
         "Trace_ELBO.loss": lambda x, m: Trace_ELBO().loss(model, guide, x, m),
         "package_loss": lambda x, m: loss.differentiable_loss(model, guide, x, m),
         "importance_bounds": lambda x, m: importance_bounds(model, guide, x, m, num_samples=2),
-        "IWAELoss.loss": lambda x, m: IWAELoss(2).loss(model, guide, x, m),
+        "IWAE_ELBO.loss": lambda x, m: IWAE_ELBO(2).loss(model, guide, x, m),
     }
     if hasattr(model, "filter_context"):
         fns["fivo_log_likelihood"] = lambda x, m: fivo_log_likelihood(model, guide, x, m, num_particles=2)
@@ -254,7 +254,7 @@ def _(draw, images, binary):
 
 
 # the particle bounds repeat the batch (K = 2 here), which batch normalisation can use
-@case("x_single_image_in_batch_norm_training", "x", IMAGES_ONLY, valid_for=("importance_bounds", "IWAELoss.loss"))
+@case("x_single_image_in_batch_norm_training", "x", IMAGES_ONLY, valid_for=("importance_bounds", "IWAE_ELBO.loss"))
 def _(draw, images, binary):
     x, mask = draw(base_batch(images, binary))
     return x[:1], draw(st.sampled_from([None, mask[:1]])), None

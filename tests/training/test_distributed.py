@@ -4,6 +4,8 @@ Data-parallel training over torch.distributed (Gloo, two CPU processes).
 The exactness test: two ranks that each step on their shard of the batches end with identical
 parameters, equal to one process that, per step, sums the gradients of the same two batches (the
 gradient of the union's bound, each half with the noise its rank drew) and applies one update.
+It holds on both gradient paths: DDP over the loss's ELBOModule (Trace_ELBO, IWAE, FIVO, with a
+param-store parameter reduced by hand beside it) and the hand-written all-reduce.
 """
 
 import json
@@ -23,6 +25,7 @@ from pyro_seq.training.checkpoint import get_rng_state, load_checkpoint, set_rng
 from pyro_seq.data import make_batches
 from pyro_seq.training.distributed import DistributedContext, rank_seed, shard_batches
 from pyro_seq.guides import SRNNGuide
+from pyro_seq.losses import FIVO_ELBO, IWAE_ELBO
 from pyro_seq.models import SRNN
 from pyro_seq.training.trainer import Trainer
 
@@ -75,15 +78,15 @@ def _worker(rank, world, port, out_dir, reduction):
         torch.distributed.destroy_process_group()
 
 
-def _reference(reduction):
+def _reference(reduction, make_loss=Trace_ELBO, build=None):
     """One process: per step, the gradients of rank 0's and rank 1's batches summed (or averaged), one update."""
-    model, guide = _build()
-    trainer = Trainer(model, guide, Trace_ELBO(), _batches, None, seed=0, progress=False)  # same optimiser
+    model, guide = (build or _build)()
+    trainer = Trainer(model, guide, make_loss(), _batches, None, seed=0, progress=False)  # same optimiser
     streams = []
     for rank in range(WORLD):
         pyro.set_rng_seed(rank_seed(0, rank))
         streams.append(get_rng_state())
-    elbo, steps = Trace_ELBO(), 0
+    elbo, steps = make_loss(), 0
     for epoch in range(EPOCHS):
         shards = [list(shard_batches(_batches(epoch), r, WORLD)) for r in range(WORLD)]
         for batches in zip(*shards):
@@ -100,7 +103,110 @@ def _reference(reduction):
             trainer.optim(params)
             pyro.infer.util.zero_grads(params)
             steps += 1
-    return _params(model, guide), steps
+    params = _params(model, guide)
+    params.update({f"store.{n}": v.detach().clone() for n, v in pyro.get_param_store().items() if n == "tilt"})
+    return params, steps
+
+
+# ------------------------------------------------ the DDP path, the hand path, a failed step
+
+
+class _TiltedSRNN(SRNN):
+    """An SRNN with a parameter that no module holds (``pyro.param``): DDP leaves it to the hand-written reduce."""
+
+    def forward(self, x, mask=None, carry=None):
+        z = super().forward(x, mask, carry)
+        tilt = pyro.param("tilt", lambda: torch.tensor(0.5, dtype=x.dtype))
+        pyro.factor("tilt_factor", -((tilt - 1.0) ** 2) * x.shape[0])
+        return z
+
+
+def _build_tilted():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model = _TiltedSRNN(x_dim=5, d_dim=4, z_dim=3, hidden_dim=6).double()
+    return model, SRNNGuide(model, kind="smoother", res_q=True).double()
+
+
+def _iwae():
+    return IWAE_ELBO(num_particles=2)
+
+
+def _fivo():
+    return FIVO_ELBO(num_particles=2, resample="always")
+
+
+#: name -> (loss, modules, DDP on); the gradients must equal one process's sums in every case
+PATHS = {
+    "iwae-ddp": (_iwae, _build, True),
+    "fivo-ddp": (_fivo, _build, True),
+    "store-param-ddp": (Trace_ELBO, _build_tilted, True),
+    "trace-by-hand": (Trace_ELBO, _build, False),
+}
+
+
+def _paths_worker(rank, world, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        results = {}
+        for name, (make_loss, build, ddp) in PATHS.items():
+            model, guide = build()
+            context = DistributedContext(rank=rank, world_size=world, ddp=ddp)
+            trainer = Trainer(model, guide, make_loss(), _batches, None, seed=0, progress=False, distributed=context)
+            trainer.fit(EPOCHS)
+            params = _params(model, guide)
+            params.update({f"store.{n}": v.detach().clone() for n, v in pyro.get_param_store().items() if n == "tilt"})
+            results[name] = {"params": params, "steps": trainer.global_step, "ddp": trainer._ddp is not None}
+        # a step that fails on rank 1 only (NaN frames): every rank skips it, none waits forever
+        model, guide = _build()
+        trainer = Trainer(model, guide, Trace_ELBO(), _batches, None, seed=0, progress=False,
+                          distributed=DistributedContext(rank=rank, world_size=world))  # fmt: skip
+        batch = next(iter(_batches(0)))
+        before = _params(model, guide)
+        bad_x = batch.x.clone()
+        if rank == 1:
+            bad_x[0, 0, 0] = float("nan")
+        failed = trainer.step(bad_x, batch.mask)
+        unchanged = all(torch.equal(before[n], v) for n, v in _params(model, guide).items())
+        passed = trainer.step(batch.x, batch.mask)
+        results["failed-step"] = {
+            "failed": (failed["ok"], failed["reason"], unchanged),
+            "passed": (passed["ok"], trainer.global_step),
+            "params": _params(model, guide),
+        }
+        torch.save(results, os.path.join(out_dir, f"paths{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_and_hand_paths_equal_one_process_on_the_union(tmp_path):
+    # IWAE and FIVO through DDP, a param-store parameter DDP leaves to the hand reduce, the hand
+    # path itself, and a step that fails on one rank only
+    mp.start_processes(_paths_worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn")
+    ranks = [torch.load(tmp_path / f"paths{r}.pt", weights_only=False) for r in range(WORLD)]
+    for name, (make_loss, build, ddp) in PATHS.items():
+        reference, steps = _reference("sum", make_loss, build)
+        initial = _params(*build())
+        for rank in ranks:
+            assert rank[name]["steps"] == steps == EPOCHS * 3, name
+            assert rank[name]["ddp"] is ddp, name
+        assert set(ranks[0][name]["params"]) == set(reference), name
+        for key, value in reference.items():
+            assert torch.equal(ranks[0][name]["params"][key], ranks[1][name]["params"][key]), (name, key)
+            assert torch.allclose(ranks[0][name]["params"][key], value, rtol=0, atol=1e-12), (name, key)
+        assert any(not torch.allclose(initial[n], reference[n]) for n in initial), name
+    assert "store.tilt" in ranks[0]["store-param-ddp"]["params"]
+    for rank in ranks:
+        ok, reason, unchanged = rank["failed-step"]["failed"]
+        assert not ok and unchanged, reason
+        assert rank["failed-step"]["passed"] == (True, 1)
+    assert ranks[0]["failed-step"]["failed"][1] == "a step failed on 1 of 2 ranks"
+    assert ranks[1]["failed-step"]["failed"][1].startswith("non-finite values: ")
+    for key, value in ranks[0]["failed-step"]["params"].items():
+        assert torch.equal(value, ranks[1]["failed-step"]["params"][key]), key
 
 
 def test_shard_batches_pads_by_wrapping_round():
