@@ -7,7 +7,14 @@ duplicating them. The model is *not* registered as a submodule of the guide,
 so every parameter keeps exactly one Pyro name.
 """
 
-from pyro_seq.guides.auxiliary import AuxiliaryLatentGuide, AuxiliaryModel, SequenceAuxiliaryGuide, SequenceAuxiliaryModel, add_auxiliary
+from pyro_seq.guides.autoguide import AutoSequenceFilter, AutoSequenceGuide, AutoSequenceSmoother
+from pyro_seq.guides.auxiliary import (
+    AuxiliaryLatentGuide,
+    AuxiliaryModel,
+    SequenceAuxiliaryGuide,
+    SequenceAuxiliaryModel,
+    add_auxiliary,
+)
 from pyro_seq.guides.ladder import BottomUpGuide, LadderGuide
 from pyro_seq.guides.lgssm import LinearGaussianSSMGuide
 from pyro_seq.guides.point import PointEstimateGuide
@@ -16,4 +23,9 @@ from pyro_seq.guides.srnn import GUIDE_KINDS, SRNNGuide
 from pyro_seq.guides.vaegan import VAEGANGuide
 from pyro_seq.guides.zforcing import AUXILIARY_KINDS, ZForcingGuide
 
-__all__ = ["AUXILIARY_KINDS", "SemiSupervisedGuide", "AuxiliaryLatentGuide", "AuxiliaryModel", "SequenceAuxiliaryGuide", "SequenceAuxiliaryModel", "add_auxiliary", "Prediction", "BottomUpGuide", "GUIDE_KINDS", "LadderGuide", "LinearGaussianSSMGuide", "PointEstimateGuide", "SRNNGuide", "VAEGANGuide", "ZForcingGuide"]
+__all__ = [
+    "AUXILIARY_KINDS", "AutoSequenceFilter", "AutoSequenceGuide", "AutoSequenceSmoother", "AuxiliaryLatentGuide",
+    "AuxiliaryModel", "BottomUpGuide", "GUIDE_KINDS", "LadderGuide", "LinearGaussianSSMGuide", "PointEstimateGuide",
+    "Prediction", "SRNNGuide", "SemiSupervisedGuide", "SequenceAuxiliaryGuide", "SequenceAuxiliaryModel",
+    "VAEGANGuide", "ZForcingGuide", "add_auxiliary",
+]
