@@ -266,6 +266,9 @@ class AutoSequenceGuide(AutoGuide):
         AISTATS 2021, arXiv:2002.00643.
     """
 
+    #: The guide serves any batch (its networks read x): particle objectives may repeat the batch.
+    amortised = True
+
     def __init__(
         self,
         model,

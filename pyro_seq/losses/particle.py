@@ -399,10 +399,11 @@ def _sequence_arguments(model, args, kwargs):
 
 def _is_non_amortised(guide):
     """Whether ``guide`` is one of Pyro's autoguides, whose site shapes are fixed by the batch they
-    were first called on."""
+    were first called on (an autoguide that declares ``amortised = True``, such as
+    :class:`~pyro_seq.guides.AutoSequenceSmoother`, serves any batch)."""
     from pyro.infer.autoguide import AutoGuide
 
-    return isinstance(guide, AutoGuide)
+    return isinstance(guide, AutoGuide) and not getattr(guide, "amortised", False)
 
 
 # --------------------------------------------- the step protocol against the trace

@@ -112,3 +112,16 @@ def test_rnn_spn_tutorial_smoke(tmp_path, monkeypatch):
         assert metrics["num_images"] == 40 and 0 <= metrics["digit_error"] <= metrics["sequence_error"] <= 100
     assert "posterior_scale" in result["stochastic"] and "posterior_scale" not in result["deterministic"]
     assert (tmp_path / "glimpses_stochastic.png").stat().st_size > 0
+
+
+def test_bring_your_own_model_tutorial_smoke(tmp_path, data_root):
+    import math
+
+    result = load("bring_your_own_model").main(["--smoke", "--data-root", str(data_root), "--out", str(tmp_path)])
+    assert set(result["bounds"]) == {"autoguide", "hand-written"}
+    for bounds in result["bounds"].values():
+        assert math.isfinite(bounds["elbo"]) and bounds["iwae"] <= bounds["elbo"] + 1e-6
+    assert result["num_sequences"] == 4
+    assert {row["guide"] for row in result["compare"]} == {"autoguide (own model)", "hand-written (own model)"}
+    assert abs(sum(row["weight"] for row in result["compare"]) - 1.0) < 1e-6
+    assert (tmp_path / "results.json").stat().st_size > 0
