@@ -201,12 +201,20 @@ class MarkovGaussianChain(TorchDistribution):
     ``batch_shape == z_init.shape[:-1]`` and ``event_shape == (T, z_dim)``.
 
     :param torch.Tensor z_init: ``[batch, z_dim]`` the state before the first step.
-    :param callable step_fn: ``step_fn(z_prev [batch, z_dim], t) -> (loc, scale)``,
+    :param callable step_fn: ``step_fn(z_prev [..., batch, z_dim], t) -> (loc, scale)``,
         used when sampling.
-    :param callable path_fn: ``path_fn(z_prev [batch, T, z_dim]) -> (loc, scale)``
-        of shape ``[batch, T, z_dim]``, used when scoring a known path.
+    :param callable path_fn: ``path_fn(z_prev [..., batch, T, z_dim]) -> (loc, scale)``
+        of shape ``[..., batch, T, z_dim]``, used when scoring a known path.
     :param int num_steps: ``T``.
     :param torch.Tensor mask: optional ``[batch, T]`` bool mask of real steps.
+
+    Both functions must broadcast over dims left of ``batch`` (they usually do: the
+    networks act on the last dim, and per-sequence inputs broadcast). Then
+    :meth:`expand` (a plate left of the batch, as Pyro's vectorised particles and
+    ``Predictive(parallel=True)`` add) and ``sample(sample_shape)`` draw independent
+    paths, ``[*sample_shape, *batch_shape, T, z_dim]``; the step parameters are
+    broadcast to that shape, so a ``step_fn`` that ignores ``z_prev`` at the first step
+    still gives every path its own noise.
 
     The last sample drawn by :meth:`rsample` is cached together with its
     parameters, so scoring that same tensor (as Pyro's ELBOs do for a guide
@@ -233,30 +241,40 @@ class MarkovGaussianChain(TorchDistribution):
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        if torch.Size(batch_shape) == self.batch_shape:
+        batch_shape = torch.Size(batch_shape)
+        if batch_shape == self.batch_shape:
             return self
-        raise NotImplementedError(
-            "MarkovGaussianChain cannot be expanded from batch shape "
-            f"{tuple(self.batch_shape)} to {tuple(batch_shape)}; build it with the "
-            "full batch (one chain per sequence in the plate)."
-        )
+        new = self._get_checked_instance(type(self), _instance)
+        new.__dict__.update(self.__dict__)  # the same step and path functions, mask, ...
+        new.z_init = self.z_init.expand(batch_shape + self.z_init.shape[-1:])  # [*batch_shape, z_dim]
+        new._cache = None
+        super(MarkovGaussianChain, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def _initial_state(self, sample_shape):
+        """``z_0`` broadcast to ``sample_shape + batch_shape``, and that shape."""
+        lead = torch.Size(sample_shape) + self.batch_shape
+        z_init = self.z_init
+        if z_init.shape[:-1] != lead:
+            z_init = z_init.expand(lead + z_init.shape[-1:])  # [*lead, z_dim]
+        return z_init, lead
 
     def rsample(self, sample_shape=torch.Size()):
-        if len(sample_shape):
-            raise NotImplementedError(
-                "MarkovGaussianChain draws one path per batch element; "
-                "use a plate (or vectorize_particles) for more samples"
-            )
-        z_prev = self.z_init  # [batch, z_dim]
+        z_prev, lead = self._initial_state(sample_shape)  # [..., batch, z_dim]
         zs, locs, scales = [], [], []
         for t in range(self.num_steps):
-            loc, scale = self.step_fn(z_prev, t)  # [batch, z_dim] each
+            loc, scale = self.step_fn(z_prev, t)  # [..., batch, z_dim] each
+            if loc.shape[:-1] != lead:  # one path per sample and batch element
+                loc = loc.expand(lead + loc.shape[-1:])
+            if scale.shape[:-1] != lead:
+                scale = scale.expand(lead + scale.shape[-1:])
             eps = _standard_normal(loc.shape, dtype=loc.dtype, device=loc.device)
-            z_prev = loc + scale * eps  # [batch, z_dim]
+            z_prev = loc + scale * eps  # [..., batch, z_dim]
             zs.append(z_prev)
             locs.append(loc)
             scales.append(scale)
-        value = torch.stack(zs, dim=-2)  # [batch, T, z_dim]
+        value = torch.stack(zs, dim=-2)  # [..., batch, T, z_dim]
         self._cache = (value, torch.stack(locs, -2), torch.stack(scales, -2))
         return value
 
@@ -274,23 +292,29 @@ class MarkovGaussianChain(TorchDistribution):
         ``pyro.markov``, masked like the chain: the readable (``fast=False``) form of
         one ``pyro.sample(name, chain)``, drawing the same random numbers.
 
-        :returns: ``[batch, T, z_dim]``
+        :returns: ``[..., batch, T, z_dim]`` (leading dims from enclosing plates)
         """
         z_prev, zs = self.z_init, []  # [batch, z_dim]
         for t in pyro.markov(range(self.num_steps)):
             step = self.step_distribution(*self.step_fn(z_prev, t))
             if self.mask is not None:
-                step = step.mask(self.mask[:, t])
-            z_prev = pyro.sample(f"{name}_{t + 1}", step)  # [batch, z_dim]
+                step = step.mask(self.mask[..., t])
+            z_prev = pyro.sample(f"{name}_{t + 1}", step)  # [..., batch, z_dim]
             zs.append(z_prev)
-        return torch.stack(zs, dim=-2)  # [batch, T, z_dim]
+        return torch.stack(zs, dim=-2)  # [..., batch, T, z_dim]
 
     def previous(self, value):
-        """``z_{0:T-1}`` for a path ``z_{1:T}``: ``[batch, T, z_dim]``."""
-        return torch.cat([self.z_init.unsqueeze(-2), value[..., :-1, :]], dim=-2)
+        """``z_{0:T-1}`` for a path ``z_{1:T}``: ``[..., batch, T, z_dim]``."""
+        z_init = self.z_init
+        lead = torch.broadcast_shapes(z_init.shape[:-1], value.shape[:-2])
+        if z_init.shape[:-1] != lead:
+            z_init = z_init.expand(lead + z_init.shape[-1:])
+        if value.shape[:-2] != lead:
+            value = value.expand(lead + value.shape[-2:])
+        return torch.cat([z_init.unsqueeze(-2), value[..., :-1, :]], dim=-2)
 
     def params(self, value):
-        """Per-step ``(loc, scale)``, each ``[batch, T, z_dim]``, along a path."""
+        """Per-step ``(loc, scale)``, each ``[..., batch, T, z_dim]``, along a path."""
         cache = self._cache
         if cache is not None and value is cache[0]:
             return cache[1], cache[2]
@@ -326,8 +350,8 @@ class RecurrentGaussianChain(MarkovGaussianChain):
     :param callable step_fn: ``step_fn(z_prev [batch, z_dim], t) -> (loc, scale)``;
         called for ``t = 0, 1, ...`` in order, so it may advance a recurrent
         state with ``z_prev`` (``z_init`` at ``t = 0``).
-    :param callable path_fn: ``path_fn(z [batch, T, z_dim]) -> (loc, scale)``,
-        each ``[batch, T, z_dim]``.
+    :param callable path_fn: ``path_fn(z [..., batch, T, z_dim]) -> (loc, scale)``,
+        each ``[..., batch, T, z_dim]``.
     :param callable on_sample: optional ``on_sample(z)`` called after each
         :meth:`rsample` with the sampled path (e.g. to keep the recurrent states
         the sampling loop computed).

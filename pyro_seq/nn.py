@@ -37,7 +37,10 @@ def bounded_loc_scale(out, min_scale=MIN_SCALE, max_loc=MAX_LOC, max_scale=MAX_S
     Split ``out [..., 2 * z_dim]`` into a Gaussian ``(loc, scale)``: the mean soft-clamped
     to ``(-max_loc, max_loc)``, the standard deviation in ``[min_scale, max_scale]``.
     """
-    loc, raw_scale = out.chunk(2, dim=-1)  # [..., z_dim] each
+    z_dim = out.shape[-1] // 2
+    # two slices, not out.chunk(2): TorchScript's autodiff of chunk fails when one half is unused
+    # (SRNNGuide's res_q reads only the prior's loc), so JitTrace_ELBO needs the slices
+    loc, raw_scale = out[..., :z_dim], out[..., z_dim:]  # [..., z_dim] each
     loc = soft_clamp(loc, max_loc)
     scale = softplus_scale(raw_scale, min_scale).clamp(max=max_scale)
     return loc, scale
@@ -267,13 +270,70 @@ class TimeSlices:
 
 def shift_right(x, first):
     """
-    ``[x_0 .. x_{T-1}] -> [first, x_0 .. x_{T-2}]`` along dim 1.
+    ``[x_0 .. x_{T-1}] -> [first, x_0 .. x_{T-2}]`` along the time dim (``-2``).
 
-    :param torch.Tensor x: ``[batch, time, dim]``
-    :param torch.Tensor first: ``[dim]`` or ``[batch, dim]``
+    :param torch.Tensor x: ``[..., batch, time, dim]``
+    :param torch.Tensor first: ``[dim]``, ``[batch, dim]`` or ``[..., batch, dim]``
     """
-    first = first.expand(x.shape[0], x.shape[-1]).unsqueeze(1)  # [batch, 1, dim]
-    return torch.cat([first, x[:, :-1]], dim=1)  # [batch, time, dim]
+    first = first.expand(x.shape[:-2] + x.shape[-1:]).unsqueeze(-2)  # [..., batch, 1, dim]
+    return torch.cat([first, x[..., :-1, :]], dim=-2)  # [..., batch, time, dim]
+
+
+def broadcast_cat(tensors):
+    """
+    Concatenate along the last dim after broadcasting the leading dims (a particle dim
+    of some inputs, e.g. ``z [K, batch, time, z_dim]`` beside ``d [batch, time, d_dim]``).
+
+    :param tensors: tensors ``[..., n_i]`` with broadcastable leading dims.
+    :returns: ``[..., sum n_i]``
+    """
+    lead = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t if t.shape[:-1] == lead else t.expand(lead + t.shape[-1:]) for t in tensors], dim=-1)
+
+
+def _flat_state(state, lead):
+    """An RNN state ``[..., hidden]`` broadcast to ``lead`` and laid out as ``[1, N, hidden]``."""
+    if state.shape[:-1] != lead:
+        state = state.expand(lead + state.shape[-1:])
+    return state.reshape(1, -1, state.shape[-1])
+
+
+def recurrent_path(rnn, inputs, state=None):
+    """
+    A ``batch_first`` single-layer :class:`torch.nn.GRU` or :class:`torch.nn.LSTM` over
+    ``inputs [..., batch, time, in]`` with any leading dims (folded into its batch).
+
+    :param state: ``None``, a GRU state or an LSTM ``(h, c)``, each ``[..., batch, hidden]``
+        (broadcast to the leading dims of ``inputs``).
+    :returns: ``(outputs [..., batch, time, hidden], final state)``, the final state in the
+        layout of ``state`` (each ``[..., batch, hidden]``).
+    """
+    lead = inputs.shape[:-2]
+    if len(lead) == 1 and state is None:  # the plain case, untouched
+        out, final = rnn(inputs)
+    else:
+        flat = inputs.reshape((-1,) + inputs.shape[-2:])  # [N, time, in]
+        if state is None:
+            out, final = rnn(flat)
+        elif isinstance(state, tuple):
+            out, final = rnn(flat, tuple(_flat_state(s, lead) for s in state))
+        else:
+            out, final = rnn(flat, _flat_state(state, lead))
+        out = out.reshape(lead + out.shape[-2:])  # [..., batch, time, hidden]
+    if isinstance(final, tuple):
+        return out, tuple(f.reshape(lead + f.shape[-1:]) for f in final)
+    return out, final.reshape(lead + final.shape[-1:])
+
+
+def recurrent_step(rnn, inputs, state=None):
+    """
+    One step of a ``batch_first`` single-layer GRU or LSTM on ``inputs [..., batch, in]``
+    (any leading dims): :func:`recurrent_path` over a one-step sequence.
+
+    :returns: ``(output [..., batch, hidden], final state)``.
+    """
+    out, final = recurrent_path(rnn, inputs.unsqueeze(-2), state)
+    return out.squeeze(-2), final
 
 
 def gaussian_log_prob(value, loc, scale):
@@ -325,9 +385,22 @@ class GaussianBlock(nn.Module):
         self.head = nn.Linear(width, 2 * z_dim)
 
     def forward(self, inputs):
-        features = self.body(inputs)  # [batch, width]
-        loc, scale = bounded_loc_scale(self.head(features), self.min_scale)  # [batch, z_dim] each
+        """``inputs [..., input_dim]``: any leading dims, folded into one for batch normalisation."""
+        features = rows(self.body, inputs)  # [..., width]
+        loc, scale = bounded_loc_scale(self.head(features), self.min_scale)  # [..., z_dim] each
         return features, loc, scale
+
+
+def rows(module, inputs):
+    """
+    ``module`` applied to ``inputs [..., n]`` as the rows of one ``[N, n]`` matrix, as
+    :class:`torch.nn.BatchNorm1d` needs (a particle dim left of the batch then shares
+    its batch statistics); ``[batch, n]`` inputs pass unchanged.
+    """
+    if inputs.dim() == 2:
+        return module(inputs)
+    out = module(inputs.reshape(-1, inputs.shape[-1]))  # [N, m]
+    return out.reshape(inputs.shape[:-1] + out.shape[-1:])
 
 
 def precision_merge(loc_a, scale_a, loc_b, scale_b):

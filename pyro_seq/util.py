@@ -1,5 +1,7 @@
 """Input checks shared by every pyro_seq model, guide and loss."""
 
+import weakref
+
 import torch
 
 
@@ -284,3 +286,247 @@ class GuideModelCache:
         if cached_x is x and grad_mode == torch.is_grad_enabled() and version == self._version(modules):
             return value
         return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Calls with and without data
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_count(value, name):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+
+
+def check_call_shape(batch, time, num_steps=None, batch_size=None, name="x"):
+    """
+    Check the optional ``num_steps`` and ``batch_size`` keywords of a call on data
+    ``[batch, time, ...]``: they must agree with the data, and under ``torch.jit.trace``
+    (``pyro.infer.JitTrace_ELBO``) both must be given.
+
+    ``JitTrace_ELBO`` compiles one graph per set of keyword arguments and replays it for
+    any later tensor arguments; the sequence models unroll their time loop while tracing,
+    so a graph is only valid for the shape it was traced with. Passing the shape as
+    keywords gives every batch shape its own graph.
+
+    :raises ValueError: a keyword disagrees with the data, or is missing under tracing.
+    """
+    _check_count(num_steps, "num_steps")
+    _check_count(batch_size, "batch_size")
+    if num_steps is not None and num_steps != time:
+        raise ValueError(f"num_steps={num_steps} but {name} has {time} steps")
+    if batch_size is not None and batch_size != batch:
+        raise ValueError(f"batch_size={batch_size} but {name} holds {batch} sequences")
+    missing = [k for k, v in (("num_steps", num_steps), ("batch_size", batch_size)) if v is None]
+    if torch.jit.is_tracing() and missing:
+        raise ValueError(
+            f"under JitTrace_ELBO pass {' and '.join(missing)} as keyword arguments (e.g. svi.step(x, mask, "
+            "num_steps=x.shape[1], batch_size=x.shape[0])) so that Pyro compiles one graph per batch shape, "
+            "since a traced graph is only valid for the shapes it was traced with"
+        )
+
+
+def prior_call_shape(mask=None, num_steps=None, batch_size=None):
+    """
+    ``(batch, time)`` of a call without data, ``model(None, mask, num_steps=T, batch_size=B)``:
+    from ``mask [batch, time]`` if given (the keywords must then agree with it), else from the
+    keywords, which are then both required.
+
+    :raises TypeError: ``mask`` is neither ``None`` nor a tensor.
+    :raises ValueError: the shape is missing, not positive, or inconsistent.
+    """
+    _check_count(num_steps, "num_steps")
+    _check_count(batch_size, "batch_size")
+    if mask is None:
+        if num_steps is None or batch_size is None:
+            raise ValueError(
+                "without data (x=None) the model samples new sequences: pass num_steps and batch_size "
+                "(or a mask [batch, time])"
+            )
+        return batch_size, num_steps
+    if not torch.is_tensor(mask):
+        raise TypeError(f"mask must be a torch.Tensor of shape [batch, time] or None, got {type(mask).__name__}")
+    if mask.dim() != 2:
+        raise ValueError(f"mask must have shape [batch, time], got {tuple(mask.shape)}")
+    batch, time = mask.shape
+    check_call_shape(batch, time, num_steps, batch_size, name="mask")
+    return batch, time
+
+
+# ---------------------------------------------------------------------------------------------
+# Pyro names of modules
+# ---------------------------------------------------------------------------------------------
+
+_NAME_DIVIDER = "$$$"  # pyro.params.param_store's divider between a pyro.module name and a parameter path
+
+#: Every parameter a :class:`PyroNamed` module has held (by id): tells another module's
+#: parameters in the param store from values loaded into it.
+_OWNED_PARAMETERS = weakref.WeakValueDictionary()
+
+
+def _join(prefix, name):
+    return f"{prefix}.{name}" if prefix else name
+
+
+def pyro_param_names(module, prefix=None):
+    """
+    The param-store name of every parameter of a :class:`~pyro.nn.PyroModule` whose children
+    are plain :class:`torch.nn.Module` s (registered with ``pyro.module``) or ``PyroModule`` s,
+    as :class:`~pyro.nn.PyroModule` names them when it runs.
+
+    :param prefix: the module's Pyro name (default: its current one); ``""`` gives the names
+        relative to the module, the same in every instance.
+    :returns: a list of ``(name, parameter)``.
+    """
+    from pyro.nn import PyroModule
+
+    prefix = module._pyro_name if prefix is None else prefix
+    names = [(_join(prefix, n), p) for n, p in module._parameters.items() if p is not None]
+    for child_name, child in module._modules.items():
+        if child is None:
+            continue
+        full = _join(prefix, child_name)
+        if isinstance(child, PyroModule):
+            names += pyro_param_names(child, full)
+        else:
+            names += [(f"{full}{_NAME_DIVIDER}{n}", p) for n, p in child.named_parameters()]
+    return names
+
+
+def claim_pyro_name(module):
+    """Fix the Pyro name of a :class:`PyroNamed` module now (a no-op for any other module); returns it."""
+    if isinstance(module, PyroNamed):
+        module.sync_pyro_params(sync=False)
+    return module._pyro_name
+
+
+class PyroNamed:
+    r"""
+    Mixin of the built-in :class:`~pyro.nn.PyroModule` models and guides: every instance
+    has its own Pyro name, so that the parameters of two models in one process never share
+    an entry in Pyro's param store, and values loaded into the store reach the module.
+
+    A :class:`~pyro.nn.PyroModule` registers each ``nn.Parameter`` with ``pyro.param`` under
+    ``"{name}.{attribute}"``, but computes with its own tensor: if another module already holds
+    that name in the store, SVI's optimiser steps the other module's tensor and this one never
+    trains, silently. Here the name is fixed on the module's first run (its first ``forward``
+    or step-protocol call, or :func:`claim_pyro_name`):
+
+    - a ``name`` given to the constructor is used as is;
+    - otherwise the class default (``"srnn"``; a guide: its model's name + ``"_guide"``), or,
+      if parameters of another such module hold that name in the param store, the default
+      with the first free suffix ``_1``, ``_2``, … A cleared store
+      (``pyro.clear_param_store()``) frees every name.
+
+    On every run the module then checks the store (one look-up when nothing changed):
+
+    - a value under one of its names that no module owns, such as one put there by
+      ``pyro.get_param_store().load(path)``, is copied into the module's parameter (Pyro's
+      rule that the store's value of a name wins);
+    - a parameter of another module under one of its names (two modules given one name, or
+      a name taken again after a cleared store) is replaced by the module's own, which
+      keeps its values.
+
+    The param store then holds the module's own parameter tensors.
+    """
+
+    #: Default Pyro name of instances built with ``name=None``.
+    default_pyro_name = None
+
+    def _init_pyro_name(self, name):
+        """Call right after ``PyroModule.__init__``: ``name`` as given, or ``None`` for a free default."""
+        if name is not None and (not isinstance(name, str) or not name or _NAME_DIVIDER in name):
+            raise ValueError(f"name must be a non-empty string without {_NAME_DIVIDER!r} or None, got {name!r}")
+        self._pyro_name_given = name
+        self._pyro_name_claimed = name is not None
+        self._pyro_probe = None  # (store name, parameter path) of the first parameter
+
+    def _pyro_base_name(self):
+        """The default name before any suffix."""
+        return self.default_pyro_name
+
+    def _pyro_dependencies(self):
+        """The :class:`PyroNamed` modules whose parameters this one computes with (a guide's model)."""
+        if not isinstance(getattr(type(self), "model", None), property):
+            return ()
+        model = self.model
+        return (model,) if isinstance(model, PyroNamed) else ()
+
+    def _claim_pyro_name(self, store):
+        base = self._pyro_base_name()
+        own = {id(p) for p in torch.nn.Module.parameters(self)}
+        taken = {
+            name
+            for name, value in store._params.items()
+            if id(value) not in own and _OWNED_PARAMETERS.get(id(value)) is value
+        }
+        name, k = base, 0
+        while any(n.startswith(name + ".") for n in taken):
+            k += 1
+            name = f"{base}_{k}"
+        self._pyro_name = name
+        self._pyro_name_claimed = True
+
+    def sync_pyro_params(self, sync=True):
+        """
+        Fix the module's Pyro name if not yet done, and (``sync``) make the param store hold
+        the module's own parameters (see the class notes). Models and guides call it on
+        every run; it costs one dictionary look-up when the store is as the module left it.
+        """
+        import pyro
+
+        for module in self._pyro_dependencies():  # a guide computes with its model's parameters too
+            module.sync_pyro_params(sync)
+        store = pyro.get_param_store()
+        if not self._pyro_name_claimed:
+            self._claim_pyro_name(store)
+        if not sync:
+            return
+        probe = self._pyro_probe
+        if probe is not None:
+            current = store._params.get(probe[0])
+            if current is None or current is _raw_parameter(self, probe[1]):
+                return
+        self._sync_all(store)
+
+    def _sync_all(self, store):
+        names = pyro_param_names(self)
+        relative = pyro_param_names(self, "")
+        if names:
+            self._pyro_probe = (names[0][0], _parameter_path(self, names[0][1]))
+        for (name, param), (rel, _) in zip(names, relative):
+            _OWNED_PARAMETERS[id(param)] = param
+            current = store._params.get(name)
+            if current is None or current is param:
+                continue
+            if _OWNED_PARAMETERS.get(id(current)) is not current:  # a loaded value: adopt it
+                if current.shape != param.shape:
+                    raise ValueError(
+                        f"the param store holds {name!r} of shape {tuple(current.shape)} but this "
+                        f"{type(self).__name__}'s {rel!r} has shape {tuple(param.shape)}: load a store "
+                        "saved from a model and guide of the same configuration"
+                    )
+                with torch.no_grad():
+                    param.copy_(current)
+            store._param_to_name.pop(current, None)
+            store._params[name] = param
+            store._param_to_name[param] = name
+
+
+def _parameter_path(module, param):
+    for path, p in torch.nn.Module.named_parameters(module):
+        if p is param:
+            return path
+    return None
+
+
+def _raw_parameter(module, path):
+    """The parameter at ``path`` ("a.b.weight"), read without PyroModule's attribute hooks."""
+    if path is None:
+        return None
+    *children, name = path.split(".")
+    for child in children:
+        module = module._modules.get(child)
+        if module is None:
+            return None
+    return module._parameters.get(name)

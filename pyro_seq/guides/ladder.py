@@ -7,13 +7,15 @@ from pyro.nn import PyroModule
 
 from pyro_seq.models.ladder import check_batch_norm_batch, top_down_blocks
 from pyro_seq.nn import GaussianBlock, precision_merge
+from pyro_seq.util import PyroNamed, check_call_shape, claim_pyro_name
 
 
-class _HierarchicalGuide(PyroModule):
-    """Shared construction: the model (not a submodule) and the per-layer sizes."""
+class _HierarchicalGuide(PyroNamed, PyroModule):
+    """Shared construction: the model (not a submodule), the per-layer sizes and the Pyro name."""
 
-    def __init__(self, model, hidden_dims=None, num_layers=None, batch_norm=None):
-        super().__init__()
+    def __init__(self, model, hidden_dims=None, num_layers=None, batch_norm=None, name=None):
+        super().__init__("ladder_guide" if name is None else name)
+        self._init_pyro_name(name)
         self._model = (model,)  # not a submodule: its parameters keep one Pyro name
         self.hidden_dims = tuple(model.hidden_dims if hidden_dims is None else hidden_dims)
         if len(self.hidden_dims) != len(model.z_dims):
@@ -27,13 +29,20 @@ class _HierarchicalGuide(PyroModule):
     def model(self):
         return self._model[0]
 
-    def check(self, x, mask=None):
+    def _pyro_base_name(self):
+        return claim_pyro_name(self.model) + "_guide"
+
+    def check(self, x, mask=None, batch_size=None):
         """
         The model's input check, and at least two images per batch if this guide's blocks
-        use batch normalisation in training mode.
+        use batch normalisation in training mode; ``batch_size`` (required under
+        ``JitTrace_ELBO``) is checked against ``x``.
         """
+        if x is None:
+            raise ValueError("the guide needs data: q(z | x) with x=None is undefined")
         x = self.model.check(x, mask)  # [batch, x_dim]
         check_batch_norm_batch(self, x)
+        check_call_shape(x.size(0), 1, 1, batch_size)
         return x
 
     def _base_config(self):
@@ -72,6 +81,8 @@ class LadderGuide(_HierarchicalGuide):
     :param hidden_dims: widths of the bottom-up blocks (default: the model's).
     :param int num_layers: dense layers per block (default: the model's).
     :param bool batch_norm: batch norm in the bottom-up blocks (default: the model's).
+    :param str name: Pyro name (default: the model's Pyro name + ``"_guide"``, fixed on
+        the first run; see :class:`~pyro_seq.util.PyroNamed`).
 
     **References**
 
@@ -79,8 +90,8 @@ class LadderGuide(_HierarchicalGuide):
         "Ladder Variational Autoencoders", NIPS 2016, arXiv:1602.02282.
     """
 
-    def __init__(self, model, share_top_down=True, hidden_dims=None, num_layers=None, batch_norm=None):
-        super().__init__(model, hidden_dims, num_layers, batch_norm)
+    def __init__(self, model, share_top_down=True, hidden_dims=None, num_layers=None, batch_norm=None, name=None):
+        super().__init__(model, hidden_dims, num_layers, batch_norm, name)
         z_dims = model.z_dims
         inputs = (model.x_dim,) + self.hidden_dims[:-1]
         self.bottom_up = nn.ModuleList(
@@ -105,10 +116,18 @@ class LadderGuide(_HierarchicalGuide):
             estimates.append((loc, scale))
         return estimates
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, *, batch_size=None, predict=False):
+        """
+        :param torch.Tensor x: ``[batch, x_dim]`` or ``[batch, 1, x_dim]`` binary images.
+        :param torch.Tensor mask: ignored except for validation.
+        :param int batch_size: checked against ``x`` (required under ``JitTrace_ELBO``).
+        :param bool predict: the model's flag, ignored.
+        :returns: :math:`z_1` (with leading particle or sample dims under vectorised plates).
+        """
+        self.sync_pyro_params()
         model = self.model
         x_in = x
-        x = self.check(x, mask)  # [batch, x_dim]
+        x = self.check(x, mask, batch_size)  # [batch, x_dim]
         # the top-down blocks: the model's (its training mode), or this guide's copy of them
         check_batch_norm_batch(model if self.share_top_down else self, x, batch_norm=model.batch_norm)
         batch, L = x.size(0), model.num_stochastic_layers
@@ -147,10 +166,11 @@ class BottomUpGuide(_HierarchicalGuide):
     :param hidden_dims: widths (default: the model's).
     :param int num_layers: dense layers per block (default: the model's).
     :param bool batch_norm: batch norm in the blocks (default: the model's).
+    :param str name: Pyro name (default: the model's Pyro name + ``"_guide"``).
     """
 
-    def __init__(self, model, hidden_dims=None, num_layers=None, batch_norm=None):
-        super().__init__(model, hidden_dims, num_layers, batch_norm)
+    def __init__(self, model, hidden_dims=None, num_layers=None, batch_norm=None, name=None):
+        super().__init__(model, hidden_dims, num_layers, batch_norm, name)
         z_dims = model.z_dims
         inputs = (model.x_dim,) + z_dims[:-1]
         self.blocks = nn.ModuleList(
@@ -162,8 +182,10 @@ class BottomUpGuide(_HierarchicalGuide):
     def config(self):
         return self._base_config()
 
-    def forward(self, x, mask=None):
-        x = self.check(x, mask)  # [batch, x_dim]
+    def forward(self, x, mask=None, *, batch_size=None, predict=False):
+        """Arguments as :meth:`LadderGuide.forward`; returns :math:`z_L`."""
+        self.sync_pyro_params()
+        x = self.check(x, mask, batch_size)  # [batch, x_dim]
         z = x
         with pyro.plate("data", x.size(0), dim=-1):
             for i, block in enumerate(self.blocks, start=1):

@@ -12,6 +12,7 @@ from torch.distributions.utils import _standard_normal
 
 from pyro_seq.distributions import MarkovGaussianChain
 from pyro_seq.nn import reverse_padded, softplus_scale
+from pyro_seq.util import PyroNamed, check_call_shape, claim_pyro_name
 
 GUIDE_KINDS = ("smoother", "filter")
 
@@ -107,20 +108,18 @@ class MarkovTrilGaussianChain(MarkovGaussianChain):
     """
 
     def rsample(self, sample_shape=torch.Size()):
-        if len(sample_shape):
-            raise NotImplementedError(
-                "MarkovTrilGaussianChain draws one path per batch element; use a plate"
-            )
-        z_prev = self.z_init  # [batch, z_dim]
+        z_prev, lead = self._initial_state(sample_shape)  # [..., batch, z_dim]
         zs, locs, trils = [], [], []
         for t in range(self.num_steps):
-            loc, scale_tril = self.step_fn(z_prev, t)  # [batch, z_dim], [..., z_dim, z_dim]
+            loc, scale_tril = self.step_fn(z_prev, t)  # [..., batch, z_dim], [..., z_dim, z_dim]
+            if loc.shape[:-1] != lead:  # one path per sample and batch element
+                loc = loc.expand(lead + loc.shape[-1:])
             eps = _standard_normal(loc.shape, dtype=loc.dtype, device=loc.device)
-            z_prev = loc + (scale_tril @ eps.unsqueeze(-1)).squeeze(-1)  # [batch, z_dim]
+            z_prev = loc + (scale_tril @ eps.unsqueeze(-1)).squeeze(-1)  # [..., batch, z_dim]
             zs.append(z_prev)
             locs.append(loc)
             trils.append(scale_tril.expand(loc.shape + loc.shape[-1:]))
-        value = torch.stack(zs, dim=-2)  # [batch, T, z_dim]
+        value = torch.stack(zs, dim=-2)  # [..., batch, T, z_dim]
         self._cache = (value, torch.stack(locs, -2), torch.stack(trils, -3))
         return value
 
@@ -151,7 +150,7 @@ def _kl_tril_chain_chain(q, p):
 # ------------------------------------------------------------------- guide
 
 
-class LinearGaussianSSMGuide(PyroModule):
+class LinearGaussianSSMGuide(PyroNamed, PyroModule):
     r"""
     Structured guide for :class:`~pyro_seq.models.LinearGaussianSSM`: a
     Gauss-Markov posterior with a mean linear in :math:`z_{t-1}` and in a
@@ -197,6 +196,8 @@ class LinearGaussianSSMGuide(PyroModule):
         the exact smoother).
     :param int horizon: :math:`H`, the number of final steps with their own
         transition (default 8 for the smoother, 0 for the filter).
+    :param str name: Pyro name (default: the model's Pyro name + ``"_guide"``, fixed
+        on the first run; see :class:`~pyro_seq.util.PyroNamed`).
 
     **References**
 
@@ -206,14 +207,15 @@ class LinearGaussianSSMGuide(PyroModule):
         Networks for Nonlinear State Space Models", AAAI 2017, arXiv:1609.09869.
     """
 
-    def __init__(self, model, kind="smoother", a_dim=None, horizon=None, name="lgssm_guide"):
+    def __init__(self, model, kind="smoother", a_dim=None, horizon=None, name=None):
         if kind not in GUIDE_KINDS:
             raise ValueError(f"kind must be one of {GUIDE_KINDS}, got {kind!r}")
         a_dim = model.z_dim if a_dim is None else a_dim
         horizon = (8 if kind == "smoother" else 0) if horizon is None else horizon
         if horizon < 0:
             raise ValueError(f"horizon must be >= 0, got {horizon}")
-        super().__init__(name)
+        super().__init__("lgssm_guide" if name is None else name)
+        self._init_pyro_name(name)
         object.__setattr__(self, "_model", model)  # not a submodule
         self.config = dict(kind=kind, a_dim=a_dim, horizon=horizon)
         self.kind, self.horizon = kind, horizon
@@ -230,6 +232,9 @@ class LinearGaussianSSMGuide(PyroModule):
     @property
     def model(self):
         return self._model
+
+    def _pyro_base_name(self):
+        return claim_pyro_name(self.model) + "_guide"
 
     def transitions(self, x, lengths):
         """
@@ -279,15 +284,23 @@ class LinearGaussianSSMGuide(PyroModule):
             mask,
         )
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, *, num_steps=None, batch_size=None, predict=False):
         """
         :param torch.Tensor x: ``[batch, time, x_dim]``
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask.
-        :returns: the sampled latent path ``z [batch, time, z_dim]``.
+        :param int num_steps: checked against ``x`` (required under ``JitTrace_ELBO``).
+        :param int batch_size: checked against ``x`` (required under ``JitTrace_ELBO``).
+        :param bool predict: the model's flag, ignored.
+        :returns: the sampled latent path ``z [batch, time, z_dim]`` (with leading
+            particle or sample dims under vectorised plates).
         """
+        self.sync_pyro_params()
         model = self.model
+        if x is None:
+            raise ValueError("the guide needs data: q(z | x) with x=None is undefined")
         x, mask, lengths = model.check(x, mask)
         batch, time, _ = x.shape
+        check_call_shape(batch, time, num_steps, batch_size)
         with pyro.plate("sequences", batch, dim=-1):
             if model.fast:
                 return pyro.sample("z", self.posterior_chain(x, mask, lengths))
@@ -297,6 +310,7 @@ class LinearGaussianSSMGuide(PyroModule):
     @pyro_method
     def filter_context(self, x, mask, ctx=None):
         """Step protocol (``DESIGN.md``): the transitions of :meth:`transitions`."""
+        self.sync_pyro_params()
         x, mask, lengths = self.model.check(x, mask)
         return self.transitions(x, lengths)
 

@@ -8,13 +8,13 @@ from pyro.nn import PyroModule
 
 from pyro_seq.distributions import MarkovGaussianChain
 from pyro_seq.guides.zforcing import AUX_SITE, check_auxiliary, masked
-from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, TimeSlices, reverse_padded
-from pyro_seq.util import record
+from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, TimeSlices, broadcast_cat, reverse_padded
+from pyro_seq.util import PyroNamed, check_call_shape, claim_pyro_name, record
 
 GUIDE_KINDS = ("smoother", "filter")
 
 
-class SRNNGuide(PyroModule):
+class SRNNGuide(PyroNamed, PyroModule):
     r"""
     Structured guide for :class:`~pyro_seq.models.SRNN` (Fraccaro et al. 2016).
 
@@ -50,6 +50,8 @@ class SRNNGuide(PyroModule):
         :math:`[d_t, z_t]`) as site ``"aux_log_prob"`` (smoother only; see
         :class:`~pyro_seq.guides.ZForcingGuide` and
         :class:`~pyro_seq.losses.ZForcingTrace_ELBO`).
+    :param str name: Pyro name (default: the model's Pyro name + ``"_guide"``, fixed
+        on the first run; see :class:`~pyro_seq.util.PyroNamed`).
 
     **References**
 
@@ -59,7 +61,7 @@ class SRNNGuide(PyroModule):
     """
 
     def __init__(
-        self, model, kind="smoother", res_q=True, a_dim=None, hidden_dim=None, auxiliary=None, name="srnn_guide"
+        self, model, kind="smoother", res_q=True, a_dim=None, hidden_dim=None, auxiliary=None, name=None
     ):
         if kind not in GUIDE_KINDS:
             raise ValueError(f"kind must be one of {GUIDE_KINDS}, got {kind!r}")
@@ -67,7 +69,8 @@ class SRNNGuide(PyroModule):
             raise ValueError(
                 "auxiliary needs the backward states a_t of kind='smoother'; the filter guide has no backward RNN"
             )
-        super().__init__(name)
+        super().__init__("srnn_guide" if name is None else name)
+        self._init_pyro_name(name)
         # hold the model without registering it as a submodule
         object.__setattr__(self, "_model", model)
         a_dim = model.d_dim if a_dim is None else a_dim
@@ -91,6 +94,9 @@ class SRNNGuide(PyroModule):
     @property
     def model(self):
         return self._model
+
+    def _pyro_base_name(self):
+        return claim_pyro_name(self.model) + "_guide"
 
     def summaries(self, x, d, lengths):
         """
@@ -155,7 +161,7 @@ class SRNNGuide(PyroModule):
         z_init = model.initial_z(x.shape[0], carry)  # [batch, z_dim]
         return MarkovGaussianChain(z_init, step_fn, path_fn, x.shape[1], mask)
 
-    def forward(self, x, mask=None, carry=None):
+    def forward(self, x, mask=None, carry=None, *, num_steps=None, batch_size=None, predict=False):
         """
         :param torch.Tensor x: ``[batch, time, x_dim]``
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask.
@@ -163,11 +169,20 @@ class SRNNGuide(PyroModule):
             chunk of longer sequences; the guide records in it the state at each
             row's last frame (``d``, the frame, the sampled ``z``) for the next chunk.
             Within a chunk the smoother's backward GRU sees only the chunk.
-        :returns: the sampled latent path ``z [batch, time, z_dim]``.
+        :param int num_steps: checked against ``x`` (required under ``JitTrace_ELBO``).
+        :param int batch_size: checked against ``x`` (required under ``JitTrace_ELBO``).
+        :param bool predict: the model's flag, ignored (Pyro calls the guide with the
+            model's arguments).
+        :returns: the sampled latent path ``z [batch, time, z_dim]`` (with leading
+            particle or sample dims under vectorised plates).
         """
+        self.sync_pyro_params()
         model = self.model
+        if x is None:
+            raise ValueError("the guide needs data: q(z | x) with x=None is undefined")
         x, mask, lengths = model.check(x, mask)
         batch, time, _ = x.shape
+        check_call_shape(batch, time, num_steps, batch_size)
         model.check_carry(carry, batch)
         summaries = {}
         with pyro.plate("sequences", batch, dim=-1):
@@ -178,6 +193,8 @@ class SRNNGuide(PyroModule):
                 z = chain.sample_steps("z")  # [batch, time, z_dim]
             self._record_auxiliary(mask, summaries, z)
         if carry is not None:
+            if z.dim() != 3:
+                raise ValueError("a streaming carry holds one path per sequence: it takes no vectorised particles")
             rows = torch.arange(batch, device=x.device)
             last = (lengths - 1).to(x.device)  # [batch]
             carry.put("z", z[rows, last])  # [batch, z_dim]
@@ -188,7 +205,7 @@ class SRNNGuide(PyroModule):
     def _record_auxiliary(self, mask, summaries, z):
         if self.auxiliary is None:
             return
-        inputs = z if self.auxiliary == "z" else torch.cat([summaries["d"], z], dim=-1)
+        inputs = z if self.auxiliary == "z" else broadcast_cat([summaries["d"], z])
         lp = self.aux_net.log_prob(summaries["a"].detach(), inputs)  # [batch, time]
         record(AUX_SITE, masked(lp, mask))
 
@@ -201,6 +218,7 @@ class SRNNGuide(PyroModule):
         ``ctx`` (:meth:`~pyro_seq.models.SRNN.filter_context`) for :math:`d_{1:T}`.
         The auxiliary cost, not part of any bound, is left out.
         """
+        self.sync_pyro_params()
         x, mask, lengths = self.model.check(x, mask)
         a = self.summaries(x, ctx["d"], lengths)  # [batch, time, a_dim]
         gctx = {"context": self.posterior.project_context(a)}  # [batch, time, hidden]

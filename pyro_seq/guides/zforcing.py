@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule, pyro_method
 
 from pyro_seq.distributions import frame_distribution
-from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, TimeSlices, reverse_padded
-from pyro_seq.util import record
+from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, TimeSlices, reverse_padded, shift_right
+from pyro_seq.util import PyroNamed, check_call_shape, claim_pyro_name, record
 
 #: Guide sites holding the Z-Forcing auxiliary terms, read by :class:`~pyro_seq.losses.ZForcingTrace_ELBO`.
 AUX_SITE, BACKWARD_SITE = "aux_log_prob", "backward_log_prob"
@@ -30,7 +30,7 @@ def masked(values, mask):
     return values.masked_fill(~mask, 0.0)
 
 
-class ZForcingGuide(PyroModule):
+class ZForcingGuide(PyroNamed, PyroModule):
     r"""
     Guide for :class:`~pyro_seq.models.ZForcing` (Goyal et al. 2017). A backward
     LSTM reads the frames from the end, :math:`b_t = \overleftarrow{\mathrm{LSTM}}(b_{t+1}, x_t)`
@@ -79,6 +79,8 @@ class ZForcingGuide(PyroModule):
     :param int hidden_dim: posterior and auxiliary MLP width (default the model's).
     :param str auxiliary: ``None``, ``"z"`` or ``"hz"`` (inputs of :math:`p_\xi`).
     :param bool backward_prediction: record the backward prediction term.
+    :param str name: Pyro name (default: the model's Pyro name + ``"_guide"``, fixed
+        on the first run; see :class:`~pyro_seq.util.PyroNamed`).
 
     **References**
 
@@ -88,9 +90,10 @@ class ZForcingGuide(PyroModule):
     """
 
     def __init__(
-        self, model, b_dim=None, hidden_dim=None, auxiliary="z", backward_prediction=True, name="zforcing_guide"
+        self, model, b_dim=None, hidden_dim=None, auxiliary="z", backward_prediction=True, name=None
     ):
-        super().__init__(name)
+        super().__init__("zforcing_guide" if name is None else name)
+        self._init_pyro_name(name)
         object.__setattr__(self, "_model", model)  # not a submodule: one Pyro name per parameter
         b_dim = model.h_dim if b_dim is None else b_dim
         hidden_dim = model.config["hidden_dim"] if hidden_dim is None else hidden_dim
@@ -111,6 +114,9 @@ class ZForcingGuide(PyroModule):
     @property
     def model(self):
         return self._model
+
+    def _pyro_base_name(self):
+        return claim_pyro_name(self.model) + "_guide"
 
     def backward_states(self, x, lengths):
         """:math:`b_{1:T}` over each sequence's own future: ``[batch, time, b_dim]``."""
@@ -147,9 +153,10 @@ class ZForcingGuide(PyroModule):
         The auxiliary log densities (each ``[batch, time]``, 0 on padded steps).
 
         :param torch.Tensor b: ``[batch, time, b_dim]`` backward states (not yet detached).
-        :param torch.Tensor z: ``[batch, time, z_dim]`` latent path.
-        :param torch.Tensor h_prev: ``[batch, time, h_dim]`` forward states :math:`h_{t-1}`.
-        :returns: dict with ``aux_log_prob`` and/or ``backward_log_prob``.
+        :param torch.Tensor z: ``[..., batch, time, z_dim]`` latent path.
+        :param torch.Tensor h_prev: ``[..., batch, time, h_dim]`` forward states :math:`h_{t-1}`.
+        :returns: dict with ``aux_log_prob`` (``[..., batch, time]``) and/or
+            ``backward_log_prob`` (``[batch, time]``: it does not depend on ``z``).
         """
         terms = {}
         if self.auxiliary is not None:
@@ -170,6 +177,7 @@ class ZForcingGuide(PyroModule):
         Step protocol (``DESIGN.md``, used by :mod:`pyro_seq.fivo`): the projected
         backward states. The auxiliary terms, not part of any bound, are left out.
         """
+        self.sync_pyro_params()
         x, mask, lengths = self.model.check(x, mask)
         b = self.backward_states(x, lengths)  # [batch, time, b_dim]
         return {"context": self.posterior.project_context(b)}  # [batch, time, hidden]
@@ -192,7 +200,7 @@ class ZForcingGuide(PyroModule):
             value = q.rsample()  # [batch, z_dim]
         return value, q.log_prob(value).sum(-1), gstate
 
-    def forward(self, x, mask=None, carry=None):
+    def forward(self, x, mask=None, carry=None, *, num_steps=None, batch_size=None, predict=False):
         """
         :param torch.Tensor x: ``[batch, time, x_dim]``
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask.
@@ -200,11 +208,20 @@ class ZForcingGuide(PyroModule):
             chunk of longer sequences; the guide records in it each row's last
             frame and LSTM state at its last valid frame (``"x"``, ``"h"``, ``"c"``)
             for the next chunk. The backward LSTM sees only the chunk.
-        :returns: the sampled latent path ``z [batch, time, z_dim]``.
+        :param int num_steps: checked against ``x`` (required under ``JitTrace_ELBO``).
+        :param int batch_size: checked against ``x`` (required under ``JitTrace_ELBO``).
+        :param bool predict: the model's flag, ignored (Pyro calls the guide with the
+            model's arguments).
+        :returns: the sampled latent path ``z [batch, time, z_dim]`` (with leading
+            particle or sample dims under vectorised plates).
         """
+        self.sync_pyro_params()
         model = self.model
+        if x is None:
+            raise ValueError("the guide needs data: q(z | x) with x=None is undefined")
         x, mask, lengths = model.check(x, mask)
         batch, time, _ = x.shape
+        check_call_shape(batch, time, num_steps, batch_size)
         model.check_carry(carry, batch)
         state = None if carry is None else model.initial_state(batch, x, carry)  # (h_0, c_0) or None
         with pyro.plate("sequences", batch, dim=-1):
@@ -220,11 +237,13 @@ class ZForcingGuide(PyroModule):
                 z = chain.sample_steps("z")  # [batch, time, z_dim]
                 h = model.hidden_path(e_x, z, state)  # [batch, time, h_dim]
             if self.auxiliary is not None or self.backward_prediction:
-                h_0 = h.new_zeros(batch, 1, model.h_dim) if state is None else state[0].unsqueeze(1)  # [batch, 1, h]
-                h_prev = torch.cat([h_0, h[:, :-1]], dim=1)  # [batch, time, h]
+                h_0 = h.new_zeros(model.h_dim) if state is None else state[0]  # [h] or [batch, h]
+                h_prev = shift_right(h, h_0)  # [..., batch, time, h]: h_{t-1}
                 for name, value in self.auxiliary_terms(x, mask, b, z, h_prev).items():
                     record(name, value)
         if carry is not None:
+            if z.dim() != 3:
+                raise ValueError("a streaming carry holds one path per sequence: it takes no vectorised particles")
             rows = torch.arange(batch, device=x.device)
             last = (lengths - 1).to(x.device)  # [batch]
             h_end, c_end = model.end_state(e_x, z, lengths, state)  # each [batch, h_dim], at each row's last frame

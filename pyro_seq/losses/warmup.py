@@ -110,8 +110,16 @@ class WarmupELBOMixin:
         if beta != 1.0:
             model, guide = scale_latents(model, beta), scale_latents(guide, beta)
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
-        self.last_terms = dict(elbo_terms(model_trace, guide_trace), beta=beta)
+        terms = {k: self.per_particle(v) for k, v in elbo_terms(model_trace, guide_trace).items()}
+        self.last_terms = dict(terms, beta=beta)
         return model_trace, guide_trace
+
+    def per_particle(self, value):
+        """A sum over one trace as the mean of one particle: divided by ``num_particles`` when
+        the particles are vectorised (one trace then holds them all)."""
+        if getattr(self, "vectorize_particles", False) and self.num_particles > 1:
+            return value / self.num_particles
+        return value
 
 
 class WarmupTrace_ELBO(WarmupELBOMixin, Trace_ELBO):

@@ -11,7 +11,12 @@ from pyro_seq.losses.warmup import WarmupELBOMixin
 
 def _recorded_sum(guide_trace, name):
     site = guide_trace.nodes.get(name)
-    return None if site is None else site["value"].sum()
+    if site is None:
+        return None
+    # over every particle of vectorised particles, also for a term that does not depend on
+    # them (the backward prediction's value is [batch, time], its site [particles, batch])
+    value, shape = site["value"], site["fn"].batch_shape + site["fn"].event_shape
+    return (value if value.shape == shape else value.expand(shape)).sum()
 
 
 class ZForcingCostMixin(WarmupELBOMixin):
@@ -57,7 +62,7 @@ class ZForcingCostMixin(WarmupELBOMixin):
         if aux is not None:
             if weight != 0.0:
                 surrogate = surrogate - weight * aux
-            self.last_terms["aux_log_prob"] = aux.detach()
+            self.last_terms["aux_log_prob"] = self.per_particle(aux.detach())
         elif weight != 0.0:
             raise ValueError(
                 f"aux weight is {weight} but the guide records no {AUX_SITE!r} site; "
@@ -66,7 +71,7 @@ class ZForcingCostMixin(WarmupELBOMixin):
         if backward is not None:
             if self.backward_weight != 0.0:
                 surrogate = surrogate - self.backward_weight * backward
-            self.last_terms["backward_log_prob"] = backward.detach()
+            self.last_terms["backward_log_prob"] = self.per_particle(backward.detach())
         self.last_terms["aux_weight"] = weight
         return loss, surrogate
 

@@ -6,8 +6,17 @@ import torch
 import torch.nn as nn
 from pyro.nn import PyroModule
 
-from pyro_seq.nn import MIN_SCALE, GaussianBlock, dense_layers
-from pyro_seq.util import GuideModelCache, check_dtype_device, check_mask_values, check_values, module_tensor
+from pyro_seq.nn import MIN_SCALE, GaussianBlock, dense_layers, rows
+from pyro_seq.util import (
+    GuideModelCache,
+    PyroNamed,
+    check_call_shape,
+    check_dtype_device,
+    check_mask_values,
+    check_values,
+    module_tensor,
+    prior_call_shape,
+)
 
 #: The paper's MNIST setting: five stochastic layers (``z_1`` nearest the data).
 PAPER_Z_DIMS = (64, 32, 16, 8, 4)
@@ -102,7 +111,7 @@ def check_batch_norm_batch(module, x, name="x", batch_norm=None):
         )
 
 
-class LadderVAE(PyroModule):
+class LadderVAE(PyroNamed, PyroModule):
     r"""
     The generative model of the Ladder VAE (Sønderby et al. 2016): a hierarchy of
     :math:`L` diagonal-Gaussian layers with a deterministic top-down path, and a
@@ -137,6 +146,14 @@ class LadderVAE(PyroModule):
     running statistics are used and never updated, so importance sampling with
     thousands of samples per image neither depends on the batch nor pollutes them.
 
+    Pyro habits: the blocks fold any dims left of the ``"data"`` plate into their batch,
+    so vectorised particles and ``Predictive(parallel=True)`` work (in training mode a
+    particle dim then shares the batch-norm statistics of its batch).
+    ``model(None, batch_size=B)`` samples new images at the same sites (``"x"``
+    unobserved: ``Predictive(model, num_samples=S)(None, batch_size=B)["x"]`` are
+    prior-predictive draws ``[S, B, x_dim]``), and ``predict=True`` samples ``"x"``
+    given the guide's latents instead of scoring the data.
+
     :param int x_dim: pixels per image (784 for 28×28).
     :param z_dims: latent sizes :math:`(|z_1|, \dots, |z_L|)`, bottom to top.
     :param hidden_dims: widths of the deterministic blocks of each layer, bottom to top.
@@ -144,12 +161,16 @@ class LadderVAE(PyroModule):
     :param bool batch_norm: batch normalisation in the deterministic blocks.
     :param float min_scale: standard-deviation floor of every Gaussian.
     :param image_shape: ``(height, width)`` for pictures (default: square if possible).
+    :param str name: Pyro name (default ``"ladder"``, or with a suffix ``_1``, … when
+        another model holds it; see :class:`~pyro_seq.util.PyroNamed`).
 
     **References**
 
     [1] Casper Kaae Sønderby, Tapani Raiko, Lars Maaløe, Søren Kaae Sønderby, Ole Winther,
         "Ladder Variational Autoencoders", NIPS 2016, arXiv:1602.02282.
     """
+
+    default_pyro_name = "ladder"
 
     def __init__(
         self,
@@ -160,6 +181,7 @@ class LadderVAE(PyroModule):
         batch_norm=True,
         min_scale=MIN_SCALE,
         image_shape=None,
+        name=None,
     ):
         z_dims, hidden_dims = tuple(int(d) for d in z_dims), tuple(int(d) for d in hidden_dims)
         if not z_dims or len(z_dims) != len(hidden_dims):
@@ -169,7 +191,8 @@ class LadderVAE(PyroModule):
             )
         if min(z_dims + hidden_dims + (x_dim, num_layers)) < 1:
             raise ValueError("x_dim, z_dims, hidden_dims and num_layers must be positive")
-        super().__init__()
+        super().__init__(self.default_pyro_name if name is None else name)
+        self._init_pyro_name(name)
         if image_shape is None:
             side = int(round(x_dim**0.5))
             image_shape = (side, side) if side * side == x_dim else (1, x_dim)
@@ -221,20 +244,35 @@ class LadderVAE(PyroModule):
         """
         self._shared.put(x, params, [self.top_down])
 
-    def forward(self, x, mask=None):
+    def forward(self, x=None, mask=None, *, batch_size=None, predict=False):
         """
-        :param torch.Tensor x: ``[batch, x_dim]`` or ``[batch, 1, x_dim]`` binary images.
+        :param torch.Tensor x: ``[batch, x_dim]`` or ``[batch, 1, x_dim]`` binary images, or
+            ``None`` to sample ``batch_size`` new images.
         :param torch.Tensor mask: ignored except for validation (images have one frame).
-        :returns: the Bernoulli means of :math:`p(x \\mid z_1)`, ``[batch, x_dim]``
+        :param int batch_size: the number of images without ``x``; else checked against it.
+        :param bool predict: sample ``"x"`` instead of scoring ``x``.
+        :returns: the Bernoulli means of :math:`p(x \\mid z_1)`, ``[..., batch, x_dim]``
             (reconstructions when replayed on guide samples).
         """
+        self.sync_pyro_params()
         shared = self._shared.take(x, [self.top_down]) or {}
         top_down = self.top_down  # registers the parameters with Pyro
-        x = self.check(x, mask)  # [batch, x_dim]
-        check_batch_norm_batch(self, x)
-        batch, L = x.size(0), self.num_stochastic_layers
+        if x is None:
+            if mask is not None:
+                raise ValueError("images have one frame each: sampling new ones (x=None) takes no mask")
+            batch = prior_call_shape(None, 1, batch_size)[0]
+            like = module_tensor(self)
+            check_batch_norm_batch(self, like.new_empty(batch, 0), "batch_size")
+            obs = None
+        else:
+            x = self.check(x, mask)  # [batch, x_dim]
+            check_batch_norm_batch(self, x)
+            batch, like = x.size(0), x
+            check_call_shape(batch, 1, 1, batch_size)  # one graph per batch size under JitTrace_ELBO
+            obs = None if predict else x
+        L = self.num_stochastic_layers
         with pyro.plate("data", batch, dim=-1):
-            z = pyro.sample(f"z_{L}", dist.Normal(x.new_zeros(()), 1.0).expand([batch, self.z_dims[-1]]).to_event(1))
+            z = pyro.sample(f"z_{L}", dist.Normal(like.new_zeros(()), 1.0).expand([batch, self.z_dims[-1]]).to_event(1))
             for i in range(L - 1, 0, -1):
                 cached = shared.get(i)
                 if cached is not None and cached[0] is z:
@@ -242,8 +280,8 @@ class LadderVAE(PyroModule):
                 else:
                     loc, scale = self.prior_params(i, z, top_down)  # [batch, z_dims[i-1]]
                 z = pyro.sample(f"z_{i}", dist.Normal(loc, scale).to_event(1))
-            logits = self.decoder(z)  # [batch, x_dim]
-            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+            logits = rows(self.decoder, z)  # [..., batch, x_dim]
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=obs)
         return torch.sigmoid(logits)
 
     @torch.no_grad()
@@ -259,6 +297,7 @@ class LadderVAE(PyroModule):
         """
         if num_steps != 1:
             raise ValueError(f"LadderVAE generates images (one frame each); num_steps must be 1, got {num_steps}")
+        self.sync_pyro_params()  # values loaded into Pyro's param store reach the module
         was_training = self.training
         self.eval()
         try:

@@ -10,7 +10,7 @@ from pyro.nn import PyroModule, pyro_method
 
 from pyro_seq.distributions import MarkovGaussianChain
 from pyro_seq.nn import gaussian_log_prob, softplus_scale
-from pyro_seq.util import check_sequences, module_tensor
+from pyro_seq.util import PyroNamed, check_call_shape, check_sequences, module_tensor, prior_call_shape
 
 
 def inverse_softplus_scale(scale, min_scale):
@@ -22,7 +22,7 @@ def inverse_softplus_scale(scale, min_scale):
     return y + torch.log(-torch.expm1(-y))  # log(exp(y) - 1), stable for large y
 
 
-class LinearGaussianSSM(PyroModule):
+class LinearGaussianSSM(PyroNamed, PyroModule):
     r"""
     A linear Gaussian state-space model (Kalman's model) with diagonal noise:
 
@@ -48,10 +48,20 @@ class LinearGaussianSSM(PyroModule):
     protocol of ``DESIGN.md`` (:meth:`filter_context`, :meth:`filter_init`,
     :meth:`filter_step`) used by :mod:`pyro_seq.fivo`.
 
+    Pyro habits: both forms broadcast over dims left of the ``"sequences"`` plate
+    (vectorised particles, ``Predictive(parallel=True)``). The frames do not feed the
+    latent chain, so without data, ``model(None, num_steps=T, batch_size=B)``, the
+    same sites sample (``Predictive(model, num_samples=S)(None, num_steps=T,
+    batch_size=B)["x"]`` are prior-predictive draws), and ``predict=True`` samples
+    ``"x"`` given the guide's path instead of scoring the data (posterior-predictive
+    draws). Under ``JitTrace_ELBO`` pass ``num_steps`` and ``batch_size``.
+
     :param int x_dim: frame size.
     :param int z_dim: latent size.
     :param bool fast: sequence-level latent site (see above).
     :param float min_scale: floor of every standard deviation.
+    :param str name: Pyro name (default ``"lgssm"``, or with a suffix ``_1``, … when
+        another model holds it; see :class:`~pyro_seq.util.PyroNamed`).
 
     **References**
 
@@ -61,8 +71,11 @@ class LinearGaussianSSM(PyroModule):
         Bayesian Smoothers", IEEE TAC 2021, arXiv:1905.13002.
     """
 
-    def __init__(self, x_dim=3, z_dim=2, fast=True, min_scale=1e-3, name="lgssm"):
-        super().__init__(name)
+    default_pyro_name = "lgssm"
+
+    def __init__(self, x_dim=3, z_dim=2, fast=True, min_scale=1e-3, name=None):
+        super().__init__(self.default_pyro_name if name is None else name)
+        self._init_pyro_name(name)
         self.config = dict(x_dim=x_dim, z_dim=z_dim, fast=fast, min_scale=min_scale)
         self.x_dim, self.z_dim = x_dim, z_dim
         self.fast = fast
@@ -152,19 +165,33 @@ class LinearGaussianSSM(PyroModule):
         )
 
     # ----------------------------------------------------------------- model
-    def forward(self, x, mask=None):
+    def forward(self, x=None, mask=None, *, num_steps=None, batch_size=None, predict=False):
         """
-        :param torch.Tensor x: ``[batch, time, x_dim]`` observed frames (zero-padded).
+        :param torch.Tensor x: ``[batch, time, x_dim]`` observed frames (zero-padded), or
+            ``None`` to sample new sequences at the same sites.
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask (default: all True).
-        :returns: the latent path ``z [batch, time, z_dim]``.
+        :param int num_steps: ``time``: required without ``x`` and ``mask``, and under
+            ``JitTrace_ELBO``; else checked against ``x``.
+        :param int batch_size: ``batch``: as ``num_steps``.
+        :param bool predict: sample the frames instead of scoring ``x``.
+        :returns: the latent path ``z [batch, time, z_dim]`` (with leading particle or
+            sample dims under vectorised plates).
         """
-        x, mask, _ = self.check(x, mask)
-        batch, time, _ = x.shape
+        self.sync_pyro_params()
+        if x is None:
+            batch, time = prior_call_shape(mask, num_steps, batch_size)
+            _, mask, _ = self.check(module_tensor(self).new_zeros(batch, time, self.x_dim), mask)
+            obs = None
+        else:
+            x, mask, _ = self.check(x, mask)
+            batch, time, _ = x.shape
+            check_call_shape(batch, time, num_steps, batch_size)
+            obs = None if predict else x
         with pyro.plate("sequences", batch, dim=-1):
             if self.fast:
-                z = pyro.sample("z", self.prior_chain(batch, time, mask))  # [batch, time, z_dim]
+                z = pyro.sample("z", self.prior_chain(batch, time, mask))  # [..., batch, time, z_dim]
                 pyro.sample(
-                    "x", self.emission(z).mask(mask.unsqueeze(-1)).to_event(2), obs=x
+                    "x", self.emission(z).mask(mask.unsqueeze(-1)).to_event(2), obs=obs
                 )
                 return z
             z_prev, zs = self.z_0.expand(batch, self.z_dim), []  # [batch, z_dim]
@@ -176,10 +203,10 @@ class LinearGaussianSSM(PyroModule):
                 pyro.sample(
                     f"x_{t + 1}",
                     self.emission(z_prev).to_event(1).mask(mask[:, t]),
-                    obs=x[:, t],
+                    obs=None if obs is None else obs[:, t],
                 )
                 zs.append(z_prev)
-            return torch.stack(zs, dim=1)  # [batch, time, z_dim]
+            return torch.stack(zs, dim=-2)  # [..., batch, time, z_dim]
 
     # -------------------------------------------------------- exact marginal
     def gaussian_hmm(self, num_steps):
@@ -219,6 +246,7 @@ class LinearGaussianSSM(PyroModule):
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask.
         :returns: ``[batch]``
         """
+        self.sync_pyro_params()
         x, mask, lengths = self.check(x, mask)
         out = x.new_zeros(x.shape[0])  # [batch]
         for length in lengths.unique().tolist():
@@ -230,6 +258,7 @@ class LinearGaussianSSM(PyroModule):
     # ------------------------------------------------ sequential step protocol
     def filter_context(self, x, mask):
         """Step protocol (``DESIGN.md``): the frames and mask, checked."""
+        self.sync_pyro_params()
         x, mask, _ = self.check(x, mask)
         return {"x": x, "mask": mask}
 
@@ -253,12 +282,14 @@ class LinearGaussianSSM(PyroModule):
     @torch.no_grad()
     def generate(self, num_sequences, num_steps, return_latents=False):
         """
-        Sample sequences from the model.
+        Sample sequences from the model: the same random numbers as the model without data,
+        ``model(None, num_steps=num_steps, batch_size=num_sequences)``.
 
         :returns: ``x [num_sequences, num_steps, x_dim]`` (and ``z [.., z_dim]`` if asked).
         """
         if num_sequences < 1 or num_steps < 1:
             raise ValueError("num_sequences and num_steps must be >= 1")
+        self.sync_pyro_params()  # values loaded into Pyro's param store reach the module
         z = self.prior_chain(num_sequences, num_steps).sample()  # [n, T, z_dim]
         x = self.emission(z).sample()  # [n, T, x_dim]
         return (x, z) if return_latents else x

@@ -2,6 +2,7 @@
 
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import torch
 import torch.nn as nn
 from pyro.nn import PyroModule, pyro_method
@@ -13,8 +14,24 @@ from pyro_seq.distributions import (
     frame_mean,
     mask_frames,
 )
-from pyro_seq.nn import MADE, MLP, GaussianTransition, TimeSlices, gaussian_log_prob, shift_right
-from pyro_seq.util import GuideModelCache, check_sequences, module_tensor
+from pyro_seq.nn import (
+    MADE,
+    MLP,
+    GaussianTransition,
+    TimeSlices,
+    broadcast_cat,
+    gaussian_log_prob,
+    recurrent_step,
+    shift_right,
+)
+from pyro_seq.util import (
+    GuideModelCache,
+    PyroNamed,
+    check_call_shape,
+    check_sequences,
+    module_tensor,
+    prior_call_shape,
+)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 #: Frame emissions of the binary-frame models: keys independent given the state, or autoregressive.
@@ -32,7 +49,7 @@ def check_emission(emission, likelihood):
         )
 
 
-class SRNN(PyroModule):
+class SRNN(PyroNamed, PyroModule):
     r"""
     Stochastic recurrent neural network (SRNN) of Fraccaro et al. (2016): a
     deterministic GRU layer :math:`d_t` over the past frames, a nonlinear
@@ -82,6 +99,24 @@ class SRNN(PyroModule):
       emission site ``"x"`` over all steps. Same bound, same gradients, same
       random numbers; much less Pyro bookkeeping per SVI step.
 
+    Both forms broadcast over batch dimensions left of the ``"sequences"`` plate, so
+    ``Trace_ELBO(num_particles=K, vectorize_particles=True)`` and
+    ``Predictive(..., parallel=True)`` run the ``K`` particles in one pass.
+
+    Without data, ``model(None, num_steps=T, batch_size=B)`` (or
+    ``model(None, mask)``) samples new sequences, the Pyro ``obs=None`` idiom:
+    the frames feed :math:`d_t`, so in both forms it samples step by step, at sites
+    ``z_{t}`` and ``x_{t}`` inside ``pyro.markov``, and records the whole paths at
+    the deterministic sites ``"z"`` and ``"x"`` (``[batch, T, ·]``, padded frames
+    zero). ``Predictive(model, num_samples=S)(None, num_steps=T, batch_size=B)["x"]``
+    are prior-predictive draws ``[S, B, T, x_dim]``; :meth:`generate` runs the same
+    code. With data and ``predict=True`` the emission site is sampled instead of
+    scored (one-step-ahead draws :math:`\tilde x_t \sim p(x_t \mid z_t, d_t)` given
+    the *observed* past; padded steps are drawn too), so ``Predictive(model,
+    guide=guide, num_samples=S)(x, mask, predict=True)["x"]`` are posterior-predictive
+    draws; guides accept and ignore ``predict``. Under ``JitTrace_ELBO`` pass ``num_steps`` and ``batch_size`` (see
+    :func:`~pyro_seq.util.check_call_shape`).
+
     :param int x_dim: frame size (88 for piano rolls).
     :param int d_dim: deterministic GRU state size.
     :param int z_dim: latent size.
@@ -95,6 +130,9 @@ class SRNN(PyroModule):
     :param str emission: ``"bernoulli"`` (default: independent keys) or ``"made"``
         (autoregressive keys; ``likelihood="bernoulli"`` only). Stored in
         ``config["emission"]`` and as :attr:`emission_kind`.
+    :param str name: Pyro name, the prefix of the parameters' names in Pyro's param
+        store (default: ``"srnn"``, or ``"srnn_1"``, ``"srnn_2"``, … when another model
+        holds it; see :class:`~pyro_seq.util.PyroNamed`).
 
     **References**
 
@@ -109,6 +147,8 @@ class SRNN(PyroModule):
         arXiv:1502.03509.
     """
 
+    default_pyro_name = "srnn"
+
     def __init__(
         self,
         x_dim=88,
@@ -120,14 +160,15 @@ class SRNN(PyroModule):
         min_scale=1e-3,
         dropout=0.0,
         emission="bernoulli",
-        name="srnn",
+        name=None,
     ):
         if likelihood not in LIKELIHOODS:
             raise ValueError(
                 f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}"
             )
         check_emission(emission, likelihood)
-        super().__init__(name)
+        super().__init__(self.default_pyro_name if name is None else name)
+        self._init_pyro_name(name)
         self.config = dict(
             x_dim=x_dim,
             d_dim=d_dim,
@@ -228,7 +269,7 @@ class SRNN(PyroModule):
             :class:`~pyro_seq.distributions.MADEBernoulli` of batch shape ``[...]``
             and event shape ``[x_dim]`` (see :func:`~pyro_seq.distributions.mask_frames`).
         """
-        out = self.emitter(torch.cat([z, d], dim=-1))  # [..., out_dim] (made: the context [..., hidden_dim])
+        out = self.emitter(broadcast_cat([z, d]))  # [..., out_dim] (made: the context [..., hidden_dim])
         return frame_distribution(out, self.likelihood, self.min_scale, made=self.made)
 
     def prior_chain(self, d, mask=None, z_init=None):
@@ -245,30 +286,44 @@ class SRNN(PyroModule):
         )
 
     # -------------------------------------------------------------------- model
-    def forward(self, x, mask=None, carry=None):
+    def forward(self, x=None, mask=None, carry=None, *, num_steps=None, batch_size=None, predict=False):
         """
-        :param torch.Tensor x: ``[batch, time, x_dim]`` observed frames (zero-padded).
+        :param torch.Tensor x: ``[batch, time, x_dim]`` observed frames (zero-padded), or
+            ``None`` to sample new sequences (see the class notes).
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask (default: all True).
         :param carry: a :class:`~pyro_seq.data.streaming.StreamCarry` when ``x`` is a
             chunk of longer sequences (its rows continue from the previous chunk).
-        :returns: the latent path ``z [batch, time, z_dim]``.
+        :param int num_steps: ``time``: required without ``x`` and ``mask``, and under
+            ``JitTrace_ELBO``; else checked against ``x``.
+        :param int batch_size: ``batch``: as ``num_steps``.
+        :param bool predict: sample the emission site ``"x"`` (or ``x_{t}``) given the
+            observed past instead of scoring ``x`` (posterior-predictive draws).
+        :returns: the latent path ``z [batch, time, z_dim]`` (with leading particle or
+            sample dims under vectorised plates).
         """
+        self.sync_pyro_params()
+        if x is None:
+            if carry is not None:
+                raise ValueError("carry continues observed sequences; sampling new ones (x=None) takes none")
+            return self.sample_prior(mask, num_steps, batch_size)
         x, mask, _ = self.check(x, mask)
         batch, time, _ = x.shape
+        check_call_shape(batch, time, num_steps, batch_size)
         self.check_carry(carry, batch)
+        obs = None if predict else x
         d = self.deterministic(x, carry)  # [batch, time, d_dim]
         z_init = self.initial_z(batch, carry)  # [batch, z_dim]
         with pyro.plate("sequences", batch, dim=-1):
             if self.fast:
-                z = pyro.sample("z", self.prior_chain(d, mask, z_init))  # [batch, time, z_dim]
-                pyro.sample("x", mask_frames(self.emission(z, d), mask), obs=x)  # event [time, x_dim]
+                z = pyro.sample("z", self.prior_chain(d, mask, z_init))  # [..., batch, time, z_dim]
+                pyro.sample("x", mask_frames(self.emission(z, d), mask), obs=obs)  # event [time, x_dim]
                 return z
             prior = self.prior
             context = prior.project_context(d)  # [batch, time, hidden]
             z_prev = z_init  # [batch, z_dim]
             zs = []
             for t in pyro.markov(range(time)):
-                loc, scale = prior.step(z_prev, context[:, t])  # [batch, z_dim]
+                loc, scale = prior.step(z_prev, context[:, t])  # [..., batch, z_dim]
                 z_prev = pyro.sample(
                     f"z_{t + 1}",
                     dist.Normal(loc, scale).to_event(1).mask(mask[:, t]),
@@ -276,10 +331,47 @@ class SRNN(PyroModule):
                 pyro.sample(
                     f"x_{t + 1}",
                     mask_frames(self.emission(z_prev, d[:, t]), mask[:, t]),  # event [x_dim]
-                    obs=x[:, t],
+                    obs=None if obs is None else obs[:, t],
                 )
                 zs.append(z_prev)
-            return torch.stack(zs, dim=1)  # [batch, time, z_dim]
+            return torch.stack(zs, dim=-2)  # [..., batch, time, z_dim]
+
+    def sample_prior(self, mask=None, num_steps=None, batch_size=None, means=None):
+        r"""
+        The model without data (``forward(None, ...)``): new sequences, step by step
+        (:math:`d_t` from the previous *sampled* frame, :math:`z_t` from the prior,
+        :math:`x_t` from the emission), at sites ``z_{t}``, ``x_{t}`` in ``pyro.markov``
+        and the deterministic sites ``"z"`` and ``"x"`` (whole paths, padded frames zero).
+
+        :param torch.Tensor mask: ``[batch, time]`` prefix mask of the steps that count
+            (all True if ``None``; padded steps are sampled but score nothing).
+        :param list means: if given, receives the mean frame of each step
+            (:func:`~pyro_seq.distributions.frame_mean`, ``[..., batch, x_dim]``).
+        :returns: ``z [..., batch, time, z_dim]``.
+        """
+        batch, time = prior_call_shape(mask, num_steps, batch_size)
+        like = module_tensor(self)
+        _, mask, _ = self.check(like.new_zeros(batch, time, self.x_dim), mask)
+        prior = self.prior
+        x_prev, h = self.x_0.expand(batch, self.x_dim), None  # GRU state: none before the first step
+        z_prev = self.z_0.expand(batch, self.z_dim)
+        zs, xs = [], []
+        with pyro.plate("sequences", batch, dim=-1):
+            for t in pyro.markov(range(time)):
+                d_t, h = recurrent_step(self.d_rnn, self.input_dropout(x_prev), h)  # [..., batch, d_dim]
+                loc, scale = prior.step(z_prev, prior.project_context(d_t))  # [..., batch, z_dim]
+                z_prev = pyro.sample(f"z_{t + 1}", dist.Normal(loc, scale).to_event(1).mask(mask[:, t]))
+                emission = self.emission(z_prev, d_t)
+                x_prev = pyro.sample(f"x_{t + 1}", mask_frames(emission, mask[:, t]))  # [..., batch, x_dim]
+                if means is not None:
+                    means.append(frame_mean(emission, x_prev))
+                zs.append(z_prev)
+                xs.append(x_prev)
+            z = torch.stack(zs, dim=-2)  # [..., batch, time, z_dim]
+            x = torch.stack(xs, dim=-2) * mask.unsqueeze(-1)  # [..., batch, time, x_dim]
+            pyro.deterministic("z", z, event_dim=2)
+            pyro.deterministic("x", x, event_dim=2)
+        return z
 
     # ------------------------------------------------ sequential step protocol
     @pyro_method
@@ -291,6 +383,7 @@ class SRNN(PyroModule):
         :returns: dict ``x [batch, time, x_dim]``, ``mask [batch, time]``,
             ``d [batch, time, d_dim]``, ``prior_context [batch, time, hidden]``.
         """
+        self.sync_pyro_params()
         x, mask, _ = self.check(x, mask)
         d = self.deterministic(x)  # [batch, time, d_dim]
         prior_context = self.prior.project_context(d)  # [batch, time, hidden]
@@ -327,9 +420,13 @@ class SRNN(PyroModule):
             mean has no closed form, the conditional key probabilities along each
             drawn frame (:func:`~pyro_seq.distributions.frame_mean`).
         :returns: ``x [num_sequences, num_steps, x_dim]`` (and the means if asked).
+
+        It runs :meth:`sample_prior` in evaluation mode without gradients: the same code
+        and random numbers as ``model(None, num_steps=num_steps, batch_size=num_sequences)``.
         """
         if num_sequences < 1 or num_steps < 1:
             raise ValueError("num_sequences and num_steps must be >= 1")
+        self.sync_pyro_params()  # values loaded into Pyro's param store reach the module
         was_training = self.training
         self.eval()
         try:
@@ -338,21 +435,11 @@ class SRNN(PyroModule):
             self.train(was_training)
 
     def _generate(self, num_sequences, num_steps, mean_frames):
-        n = num_sequences
-        h = None  # GRU state [1, n, d_dim]
-        x_prev = self.x_0.expand(n, self.x_dim)
-        z_prev = self.z_0.expand(n, self.z_dim)
-        xs, means = [], []
-        for _ in range(num_steps):
-            d_t, h = self.d_rnn(x_prev.unsqueeze(1), h)
-            d_t = d_t.squeeze(1)  # [n, d_dim]
-            loc, scale = self.prior.step(z_prev, self.prior.project_context(d_t))
-            z_prev = loc + scale * torch.randn_like(loc)  # [n, z_dim]
-            emission = self.emission(z_prev, d_t)
-            x_prev = emission.sample()  # [n, x_dim]
-            xs.append(x_prev)
-            means.append(frame_mean(emission, x_prev))  # [n, x_dim]
-        x = torch.stack(xs, dim=1)  # [n, T, x_dim]
+        # the model without data (its sample sites just sample), recorded to read "x"
+        means = [] if mean_frames else None
+        with poutine.trace() as tape:
+            self.sample_prior(num_steps=num_steps, batch_size=num_sequences, means=means)
+        x = tape.trace.nodes["x"]["value"]  # [n, T, x_dim]
         if mean_frames:
             return x, torch.stack(means, dim=1)
         return x

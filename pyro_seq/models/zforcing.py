@@ -2,6 +2,7 @@
 
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import torch
 import torch.nn as nn
 from pyro.nn import PyroModule, pyro_method
@@ -15,11 +16,27 @@ from pyro_seq.distributions import (
     mask_frames,
 )
 from pyro_seq.models.srnn import LIKELIHOODS, check_emission
-from pyro_seq.nn import MADE, MLP, GaussianHead, TimeSlices, gaussian_log_prob, lstm_cell, shift_right
-from pyro_seq.util import GuideModelCache, check_sequences, module_tensor
+from pyro_seq.nn import (
+    MADE,
+    MLP,
+    GaussianHead,
+    TimeSlices,
+    gaussian_log_prob,
+    lstm_cell,
+    recurrent_path,
+    shift_right,
+)
+from pyro_seq.util import (
+    GuideModelCache,
+    PyroNamed,
+    check_call_shape,
+    check_sequences,
+    module_tensor,
+    prior_call_shape,
+)
 
 
-class ZForcing(PyroModule):
+class ZForcing(PyroNamed, PyroModule):
     r"""
     The Z-Forcing generative model of Goyal et al. (2017): a forward LSTM whose
     input at step :math:`t` is the previous frame and the current latent, so
@@ -54,6 +71,14 @@ class ZForcing(PyroModule):
       (:class:`~pyro_seq.distributions.RecurrentGaussianChain`, sampled step by
       step, scored with one fused LSTM pass) and one emission site ``"x"``.
 
+    Pyro habits, as for :class:`~pyro_seq.models.SRNN`: both forms broadcast over dims
+    left of the ``"sequences"`` plate (vectorised particles,
+    ``Predictive(parallel=True)``); ``model(None, num_steps=T, batch_size=B)`` samples
+    new sequences step by step (sites ``z_{t}``, ``x_{t}``, and the deterministic
+    whole paths ``"z"``, ``"x"``), which :meth:`generate` runs too; ``predict=True``
+    samples the emission site given the observed past instead of scoring ``x``; under
+    ``JitTrace_ELBO`` pass ``num_steps`` and ``batch_size``.
+
     The forward recurrence is used by :class:`~pyro_seq.guides.ZForcingGuide`
     too (:meth:`input_gates`, :meth:`advance`), never duplicated.
 
@@ -75,6 +100,8 @@ class ZForcing(PyroModule):
     :param str emission: ``"bernoulli"`` (default: independent keys) or ``"made"``
         (autoregressive keys; ``likelihood="bernoulli"`` only). Stored in
         ``config["emission"]`` and as :attr:`emission_kind`.
+    :param str name: Pyro name (default ``"zforcing"``, or with a suffix ``_1``, … when
+        another model holds it; see :class:`~pyro_seq.util.PyroNamed`).
 
     **References**
 
@@ -85,6 +112,8 @@ class ZForcing(PyroModule):
         "MADE: Masked Autoencoder for Distribution Estimation", ICML 2015,
         arXiv:1502.03509.
     """
+
+    default_pyro_name = "zforcing"
 
     def __init__(
         self,
@@ -98,12 +127,13 @@ class ZForcing(PyroModule):
         min_scale=1e-3,
         dropout=0.0,
         emission="bernoulli",
-        name="zforcing",
+        name=None,
     ):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         check_emission(emission, likelihood)
-        super().__init__(name)
+        super().__init__(self.default_pyro_name if name is None else name)
+        self._init_pyro_name(name)
         self.config = dict(
             x_dim=x_dim,
             emb_dim=emb_dim,
@@ -224,11 +254,15 @@ class ZForcing(PyroModule):
         :math:`h_{1:T}` along a known latent path, in one fused LSTM pass.
 
         :param torch.Tensor e_x: ``[batch, time, emb_dim]``
-        :param torch.Tensor z: ``[batch, time, z_dim]``
+        :param torch.Tensor z: ``[..., batch, time, z_dim]`` (leading particle dims allowed)
         :param tuple state: ``(h_0, c_0)``, each ``[batch, h_dim]`` (default zeros).
-        :returns: ``[batch, time, h_dim]``
+        :returns: ``[..., batch, time, h_dim]``
         """
-        inputs = torch.cat([e_x, self.z_embed(z)], dim=-1)  # [batch, time, 2 * emb]
+        z_e = self.z_embed(z)  # [..., batch, time, emb]
+        if z_e.dim() > 3:
+            inputs = torch.cat([e_x.expand(z_e.shape[:-1] + e_x.shape[-1:]), z_e], dim=-1)
+            return recurrent_path(self.rnn, inputs, state)[0]  # [..., batch, time, h_dim]
+        inputs = torch.cat([e_x, z_e], dim=-1)  # [batch, time, 2 * emb]
         if state is None:
             h, _ = self.rnn(inputs)  # [batch, time, h_dim]
             return h
@@ -300,8 +334,11 @@ class ZForcing(PyroModule):
 
         def on_sample(z):
             # complete h_{1:T} with the last step and keep it (the emission needs it)
-            h_last, _ = self.advance(gates_steps[time - 1], z[:, -1], loop["state"])
-            memo["z"], memo["h"] = z, torch.stack(loop["hs"] + [h_last], dim=1)  # [batch, time, h]
+            h_last, _ = self.advance(gates_steps[time - 1], z[..., -1, :], loop["state"])
+            hs = loop["hs"] + [h_last]
+            lead = h_last.shape[:-1]
+            hs = [h if h.shape[:-1] == lead else h.expand(lead + h.shape[-1:]) for h in hs]
+            memo["z"], memo["h"] = z, torch.stack(hs, dim=-2)  # [..., batch, time, h]
 
         z_init = self.z_0.expand(batch, self.z_dim)  # [batch, z_dim]
         return RecurrentGaussianChain(z_init, step_fn, path_fn, time, mask, on_sample=on_sample)
@@ -312,40 +349,96 @@ class ZForcing(PyroModule):
         return self.chain(e_x, lambda h_prev, t: prior(h_prev), lambda h_prev: prior(h_prev), mask, memo, state)
 
     # -------------------------------------------------------------------- model
-    def forward(self, x, mask=None, carry=None):
+    def forward(self, x=None, mask=None, carry=None, *, num_steps=None, batch_size=None, predict=False):
         """
-        :param torch.Tensor x: ``[batch, time, x_dim]`` observed frames (zero-padded).
+        :param torch.Tensor x: ``[batch, time, x_dim]`` observed frames (zero-padded), or
+            ``None`` to sample new sequences (:meth:`sample_prior`).
         :param torch.Tensor mask: ``[batch, time]`` bool prefix mask (default: all True).
         :param carry: a :class:`~pyro_seq.data.streaming.StreamCarry` when ``x`` is a
             chunk of longer sequences (its rows continue from the previous chunk's
             last frame and LSTM state).
-        :returns: the latent path ``z [batch, time, z_dim]``.
+        :param int num_steps: ``time``: required without ``x`` and ``mask``, and under
+            ``JitTrace_ELBO``; else checked against ``x``.
+        :param int batch_size: ``batch``: as ``num_steps``.
+        :param bool predict: sample the emission site given the observed past instead of
+            scoring ``x`` (posterior-predictive draws).
+        :returns: the latent path ``z [batch, time, z_dim]`` (with leading particle or
+            sample dims under vectorised plates).
         """
+        self.sync_pyro_params()
+        if x is None:
+            if carry is not None:
+                raise ValueError("carry continues observed sequences; sampling new ones (x=None) takes none")
+            return self.sample_prior(mask, num_steps, batch_size)
         x, mask, _ = self.check(x, mask)
         batch, time, _ = x.shape
+        check_call_shape(batch, time, num_steps, batch_size)
         self.check_carry(carry, batch)
+        obs = None if predict else x
         shared = self._shared.take(x, self._recurrence)  # (z, e_x, h) from the guide, or None
         e_x = self.frame_inputs(x, carry) if shared is None else shared[1]  # [batch, time, emb]
         state = None if carry is None else self.initial_state(batch, x, carry)  # (h_0, c_0) or None
         with pyro.plate("sequences", batch, dim=-1):
             if self.fast:
                 memo = {} if shared is None else {"z": shared[0], "h": shared[2]}
-                z = pyro.sample("z", self.prior_chain(e_x, mask, memo, state))  # [batch, time, z_dim]
+                z = pyro.sample("z", self.prior_chain(e_x, mask, memo, state))  # [..., batch, time, z_dim]
                 if memo.get("z") is not z:  # scored or replayed: one fused pass
                     memo["z"], memo["h"] = z, self.hidden_path(e_x, z, state)
-                h = memo["h"]  # [batch, time, h_dim]
-                pyro.sample("x", mask_frames(self.emission(h), mask), obs=x)  # event [time, x_dim]
+                h = memo["h"]  # [..., batch, time, h_dim]
+                pyro.sample("x", mask_frames(self.emission(h), mask), obs=obs)  # event [time, x_dim]
                 return z
             gates_x = self.input_gates(e_x)  # [batch, time, 4h]
             state = self.initial_state(batch, x) if state is None else state
             zs = []
             for t in pyro.markov(range(time)):
-                loc, scale = self.prior(state[0])  # [batch, z_dim]
+                loc, scale = self.prior(state[0])  # [..., batch, z_dim]
                 z_t = pyro.sample(f"z_{t + 1}", dist.Normal(loc, scale).to_event(1).mask(mask[:, t]))
                 state = self.advance(gates_x[:, t], z_t, state)
-                pyro.sample(f"x_{t + 1}", mask_frames(self.emission(state[0]), mask[:, t]), obs=x[:, t])
+                pyro.sample(
+                    f"x_{t + 1}",
+                    mask_frames(self.emission(state[0]), mask[:, t]),
+                    obs=None if obs is None else obs[:, t],
+                )
                 zs.append(z_t)
-            return torch.stack(zs, dim=1)  # [batch, time, z_dim]
+            return torch.stack(zs, dim=-2)  # [..., batch, time, z_dim]
+
+    def sample_prior(self, mask=None, num_steps=None, batch_size=None, means=None):
+        r"""
+        The model without data (``forward(None, ...)``): new sequences, step by step
+        (:math:`z_t` from the prior, :math:`h_t` from the previous *sampled* frame and
+        :math:`z_t`, :math:`x_t` from the emission), at sites ``z_{t}``, ``x_{t}`` in
+        ``pyro.markov`` and the deterministic sites ``"z"`` and ``"x"`` (whole paths,
+        padded frames zero).
+
+        :param torch.Tensor mask: ``[batch, time]`` prefix mask of the steps that count
+            (all True if ``None``; padded steps are sampled but score nothing).
+        :param list means: if given, receives the mean frame of each step
+            (:func:`~pyro_seq.distributions.frame_mean`, ``[..., batch, x_dim]``).
+        :returns: ``z [..., batch, time, z_dim]``.
+        """
+        batch, time = prior_call_shape(mask, num_steps, batch_size)
+        like = module_tensor(self)
+        _, mask, _ = self.check(like.new_zeros(batch, time, self.x_dim), mask)
+        x_prev = self.x_0.expand(batch, self.x_dim)
+        state = self.initial_state(batch, self.x_0)
+        zs, xs = [], []
+        with pyro.plate("sequences", batch, dim=-1):
+            for t in pyro.markov(range(time)):
+                loc, scale = self.prior(state[0])  # [..., batch, z_dim]
+                z_t = pyro.sample(f"z_{t + 1}", dist.Normal(loc, scale).to_event(1).mask(mask[:, t]))
+                gates_x = self.input_gates(self.embed_dropout(self.x_embed(x_prev)))  # [..., batch, 4h]
+                state = self.advance(gates_x, z_t, state)
+                emission = self.emission(state[0])
+                x_prev = pyro.sample(f"x_{t + 1}", mask_frames(emission, mask[:, t]))  # [..., batch, x_dim]
+                if means is not None:
+                    means.append(frame_mean(emission, x_prev))
+                zs.append(z_t)
+                xs.append(x_prev)
+            z = torch.stack(zs, dim=-2)  # [..., batch, time, z_dim]
+            x = torch.stack(xs, dim=-2) * mask.unsqueeze(-1)  # [..., batch, time, x_dim]
+            pyro.deterministic("z", z, event_dim=2)
+            pyro.deterministic("x", x, event_dim=2)
+        return z
 
     # ------------------------------------------------ sequential step protocol
     @pyro_method
@@ -357,6 +450,7 @@ class ZForcing(PyroModule):
         :returns: dict ``x [batch, time, x_dim]``, ``mask [batch, time]``,
             ``gates_x [batch, time, 4 * h_dim]``.
         """
+        self.sync_pyro_params()
         x, mask, _ = self.check(x, mask)
         gates_x = self.input_gates(self.frame_inputs(x))  # [batch, time, 4h]
         return {"x": x, "mask": mask, "gates_x": gates_x}
@@ -387,26 +481,21 @@ class ZForcing(PyroModule):
         emission.
 
         :returns: ``x [num_sequences, num_steps, x_dim]`` (and the means if asked).
+
+        It runs :meth:`sample_prior` in evaluation mode without gradients: the same code
+        and random numbers as ``model(None, num_steps=num_steps, batch_size=num_sequences)``.
         """
         if num_sequences < 1 or num_steps < 1:
             raise ValueError("num_sequences and num_steps must be >= 1")
+        self.sync_pyro_params()  # values loaded into Pyro's param store reach the module
         was_training = self.training
         self.eval()
+        means = [] if mean_frames else None
         try:
-            n = num_sequences
-            x_prev = self.x_0.expand(n, self.x_dim)
-            state = self.initial_state(n, self.x_0)
-            xs, means = [], []
-            for _ in range(num_steps):
-                loc, scale = self.prior(state[0])
-                z = loc + scale * torch.randn_like(loc)  # [n, z_dim]
-                gates_x = self.input_gates(self.x_embed(x_prev))  # [n, 4h]
-                state = self.advance(gates_x, z, state)
-                emission = self.emission(state[0])
-                x_prev = emission.sample()  # [n, x_dim]
-                xs.append(x_prev)
-                means.append(frame_mean(emission, x_prev))  # [n, x_dim]
+            # the model without data (its sample sites just sample), recorded to read "x"
+            with poutine.trace() as tape:
+                self.sample_prior(num_steps=num_steps, batch_size=num_sequences, means=means)
         finally:
             self.train(was_training)
-        x = torch.stack(xs, dim=1)  # [n, T, x_dim]
+        x = tape.trace.nodes["x"]["value"]  # [n, T, x_dim]
         return (x, torch.stack(means, dim=1)) if mean_frames else x

@@ -45,6 +45,7 @@ from pyro_seq.bounds import evaluate
 from pyro_seq.data.batching import to_device
 from pyro_seq.training.checkpoint import CheckpointError, get_rng_state, load_checkpoint, remove_stale_temporaries, save_checkpoint, set_rng_state
 from pyro_seq.training.distributed import DistributedContext, ELBOStep, rank_seed, shard_batches
+from pyro_seq.util import claim_pyro_name, pyro_param_names
 
 __all__ = ["Trainer", "NonFiniteLossError", "resolve_device", "default_eval_fn", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "LOG_FILE"]
 
@@ -362,6 +363,20 @@ class Trainer:
         state.update(self.optim.get_state())
         return state
 
+    def _module_param_keys(self) -> Dict[str, str]:
+        """
+        Param-store name -> module-relative key (``"model:<name>"``, ``"guide:<name>"``) of every
+        module parameter. The optimiser state is keyed by param-store names, which hold the
+        module's Pyro name (``srnn``, ``srnn_1``, ... one per instance); the relative keys let a
+        checkpoint's optimiser state reach a rebuilt model whatever its Pyro name.
+        """
+        keys = {}
+        for role, module in (("model", self.model), ("guide", self.guide)):
+            claim_pyro_name(module)
+            for (name, _), (relative, _) in zip(pyro_param_names(module), pyro_param_names(module, "")):
+                keys[name] = f"{role}:{relative}"
+        return keys
+
     def state_dict(self) -> Dict[str, Any]:
         """
         Everything needed to continue the run, as a ``weights_only``-loadable dict.
@@ -375,6 +390,7 @@ class Trainer:
             "guide": self.guide.state_dict(),
             "param_store_extra": self._extra_params(),
             "optim": self._optim_state(),
+            "optim_param_keys": self._module_param_keys(),
             "rng": get_rng_state(),
             "epoch": self.epoch,
             "global_step": self.global_step,
@@ -410,7 +426,7 @@ class Trainer:
         for attr in ("optim_objs", "grad_clip", "_state_waiting_to_be_consumed"):
             if isinstance(getattr(self.optim, attr, None), dict):
                 getattr(self.optim, attr).clear()
-        self.optim.set_state(state["optim"])
+        self.optim.set_state(self._renamed_optim_state(state))
         set_rng_state(state["rng"])
         self._restore_rank_rng(state)
         self.epoch = int(state["epoch"])
@@ -422,6 +438,24 @@ class Trainer:
         self.elapsed = float(state.get("elapsed", 0.0))
         self.history = list(state.get("history", []))
         self._bad_steps = 0
+
+    def _renamed_optim_state(self, state: Dict[str, Any]) -> Dict[str, Any]:
+        """
+        The checkpoint's optimiser state keyed by this run's param-store names. A checkpoint
+        written before ``optim_param_keys`` existed is keyed by the names of its time: kept as
+        they are, except a name relative to its module (the Ladder VAE's parameters had no
+        prefix), which goes to the one parameter of that relative name.
+        """
+        keys = self._module_param_keys()
+        current = {key: name for name, key in keys.items()}
+        saved_keys = state.get("optim_param_keys")
+        if saved_keys is None:
+            by_relative: Dict[str, List[str]] = {}
+            for name, key in keys.items():
+                by_relative.setdefault(key.split(":", 1)[1], []).append(name)
+            old = {rel: names[0] for rel, names in by_relative.items() if len(names) == 1}
+            return {name if name in keys else old.get(name, name): value for name, value in state["optim"].items()}
+        return {current.get(saved_keys.get(name), name): value for name, value in state["optim"].items()}
 
     def _restore_rank_rng(self, state: Dict[str, Any]) -> None:
         # state["rng"] is rank 0's stream. Another rank takes its own saved stream when the
