@@ -134,6 +134,16 @@ class ParticleFilterResult(NamedTuple):
     num_resampled: torch.Tensor
 
 
+def _check_filter_args(resample, num_particles):
+    """The resampling rule (``None`` means ``"never"``), checked with the particle count."""
+    resample = "never" if resample is None else resample
+    if resample not in RESAMPLE_KINDS:
+        raise ValueError(f"resample must be one of {RESAMPLE_KINDS}, got {resample!r}")
+    if num_particles < 1:
+        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    return resample
+
+
 def particle_filter(model, guide, x, mask=None, num_particles=1, resample="ess", threshold=0.5):
     """
     Run the particle filter (see the module docstring) and return its estimate.
@@ -147,11 +157,7 @@ def particle_filter(model, guide, x, mask=None, num_particles=1, resample="ess",
     :param float threshold: resample when :math:`\\mathrm{ESS} / K` is below it (``"ess"``).
     :rtype: ParticleFilterResult
     """
-    resample = "never" if resample is None else resample
-    if resample not in RESAMPLE_KINDS:
-        raise ValueError(f"resample must be one of {RESAMPLE_KINDS}, got {resample!r}")
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    resample = _check_filter_args(resample, num_particles)
     x, mask, _ = model.check(x, mask)
     k = num_particles
     batch, time = mask.shape
@@ -739,11 +745,7 @@ def smc_particle_filter(
         particle plate goes at dim ``-1 - max_plate_nesting``.
     :rtype: ParticleFilterResult
     """
-    resample = "never" if resample is None else resample
-    if resample not in RESAMPLE_KINDS:
-        raise ValueError(f"resample must be one of {RESAMPLE_KINDS}, got {resample!r}")
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    resample = _check_filter_args(resample, num_particles)
     k = int(num_particles)
     cut = getattr(model, "steps", None)
     steps = list(cut(*args, **kwargs) if callable(cut) else sequence_steps(*args, **kwargs))
