@@ -397,7 +397,7 @@ def claim_pyro_name(module):
     """Fix the Pyro name of a :class:`PyroNamed` module now (a no-op for any other module); returns it."""
     if isinstance(module, PyroNamed):
         module.sync_pyro_params(sync=False)
-    return module._pyro_name
+    return getattr(module, "_pyro_name", "")
 
 
 class PyroNamed:

@@ -372,6 +372,8 @@ class Trainer:
         """
         keys = {}
         for role, module in (("model", self.model), ("guide", self.guide)):
+            if not isinstance(module, pyro.nn.PyroModule):
+                continue  # a plain module (e.g. the empty guide of a classifier) has no Pyro names
             claim_pyro_name(module)
             for (name, _), (relative, _) in zip(pyro_param_names(module), pyro_param_names(module, "")):
                 keys[name] = f"{role}:{relative}"
