@@ -148,20 +148,24 @@ def read_wav(path):
 
     :param path: the file.
     :returns: ``(sample_rate, samples)``, samples a float32 array ``[num_samples]``.
-    :raises ~pyro_seq.data.DataIntegrityError: the file is not a readable WAV file.
+    :raises ~pyro_seq.data.DataIntegrityError: the file is not a readable WAV file, or is cut
+        short (its data chunk ends before the size its header gives).
     """
     import warnings
 
     from scipy.io import wavfile
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", wavfile.WavFileWarning)  # unknown chunks
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", wavfile.WavFileWarning)  # unknown chunks are harmless
             rate, data = wavfile.read(str(path), mmap=False)
     except Exception as e:
         raise DataIntegrityError(
             f"{path} is not a valid WAV file ({type(e).__name__}: {e})"
         ) from e
+    for warning in caught:
+        if "EOF prematurely" in str(warning.message):  # scipy reads a cut file short, with a warning
+            raise DataIntegrityError(f"{path} is truncated: {warning.message}")
     data = np.asarray(data)
     if data.ndim not in (1, 2):
         raise DataIntegrityError(f"{path}: unexpected sample array of shape {data.shape}")

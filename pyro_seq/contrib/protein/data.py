@@ -437,11 +437,12 @@ DEEPLOC_SPLITS = tuple(DEEPLOC_FILES)
 
 
 def _text_lines(path):
-    """``(line number, line without its end-of-line)`` of a UTF-8 text file."""
+    """``(line number, line without its end-of-line)`` of a UTF-8 text file (a byte-order mark
+    at its start, as some editors write, is dropped)."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 raise ProteinFormatError(f"{path} line {lineno}: not UTF-8 text ({e})") from e
             yield lineno, line.rstrip("\r\n")
