@@ -279,20 +279,3 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         cuda_states = [s.cpu().to(torch.uint8) for s in state["cuda"]]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
-
-
-def check_resume_data(path, kind, data, keys):
-    """
-    Before ``--resume``: raise :class:`CheckpointError` unless the run in the checkpoint at
-    ``path`` (if it exists) was trained on the same data, i.e. its ``config["data"]`` agrees
-    with ``data`` on every key in ``keys``.
-    """
-    path = Path(path)
-    if not path.exists():
-        return
-    previous = load_checkpoint(path, map_location="cpu", kind=kind)["config"].get("data", {})
-    for key in keys:
-        if previous.get(key) != data[key]:
-            raise CheckpointError(
-                f"--resume: {path} was trained with data {key}={previous.get(key)!r}, this run asks for {data[key]!r}"
-            )
