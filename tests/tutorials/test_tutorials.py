@@ -119,9 +119,12 @@ def test_bring_your_own_model_tutorial_smoke(tmp_path, data_root):
 
     result = load("bring_your_own_model").main(["--smoke", "--data-root", str(data_root), "--out", str(tmp_path)])
     assert set(result["bounds"]) == {"autoguide", "hand-written"}
-    for bounds in result["bounds"].values():
+    assert set(result["bounds_after_warmup_elbo"]) == {"autoguide", "hand-written"}
+    for bounds in [*result["bounds"].values(), *result["bounds_after_warmup_elbo"].values()]:
         assert math.isfinite(bounds["elbo"]) and bounds["iwae"] <= bounds["elbo"] + 1e-6
     assert result["num_sequences"] == 4
+    for name, (changed, total) in result["parameters_moved"].items():  # every network trained, none shadowed
+        assert changed == total, (name, changed, total)
     assert {row["guide"] for row in result["compare"]} == {"autoguide (own model)", "hand-written (own model)"}
     assert abs(sum(row["weight"] for row in result["compare"]) - 1.0) < 1e-6
     assert (tmp_path / "results.json").stat().st_size > 0
