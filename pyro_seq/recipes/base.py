@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 
-from pyro_seq.recipes.options import RUN_OPTIONS
+from pyro_seq.recipes.options import RUN_OPTIONS, OptionError
 from pyro_seq.training.checkpoint import CheckpointError, load_checkpoint
 from pyro_seq.training.run_folder import RunFolderError, RunFolderLock, claim_run_folder, config_changes, describe_changes
 from pyro_seq.training.trainer import LAST_CHECKPOINT, LOG_FILE, Trainer, resolve_device
@@ -224,6 +224,12 @@ def _may_change_on_resume(key: str) -> bool:
 
 def _train(recipe: Recipe, kind: str, args, device, context) -> int:
     main_rank = context is None or context.is_main
+    try:  # a usage error: refused before the run folder is made
+        recipe.check(kind, args, context)
+    except OptionError:
+        raise
+    except ValueError as e:
+        raise OptionError(str(e)) from e
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +246,6 @@ def _train_in_folder(recipe: Recipe, kind: str, args, device, context, out: Path
     import pyro
 
     main_rank = context is None or context.is_main
-    recipe.check(kind, args, context)
     data = recipe.load_data(kind, args)
     config = recipe.config(kind, args, data)
     config["data"] = data.config

@@ -470,6 +470,19 @@ class SequenceRecipe(Recipe):
     def check(self, kind, args, context):
         if args.stream_length:
             _check_streaming(args, context)
+        # option combinations refused before anything runs (the config builders refuse them too)
+        if kind == "srnn" and args.backward_weight > 0:
+            raise ValueError("--backward-weight: the SRNN guide has no backward prediction head (Z-Forcing only)")
+        if kind == "lvae":
+            if args.hidden_dims is not None and len(args.z_dims) != len(args.hidden_dims):
+                raise ValueError(f"--z-dims and --hidden-dims need one entry per layer, got {args.z_dims} and {args.hidden_dims}")
+            if args.aux_weight > 0 or args.backward_weight > 0:
+                raise ValueError("--aux-weight/--backward-weight are Z-Forcing options; the Ladder VAE has no auxiliary cost")
+            if args.guide == "bottom-up" and args.elbo == "meanfield":
+                raise ValueError(
+                    "--guide bottom-up: the bottom-up guide samples z_i before z_{i+1}, so the per-layer analytic KL of "
+                    "the meanfield ELBO is not valid for it; use --elbo trace"
+                )
 
     def load_data(self, kind, args):
         from pyro_seq.data import load_sequences, make_batches
