@@ -424,6 +424,30 @@ KIND_OPTIONS = {
 }
 _BUILDERS = {"srnn": build_srnn, "zforcing": build_zforcing, "lvae": build_lvae}
 
+#: What a checkpoint's run config of each kind holds (see :meth:`SequenceRecipe.config_schema`).
+_LOSS_SCHEMA = {
+    "loss.elbo": "?str", "loss.warmup_start": "?real", "loss.warmup_steps": "?int", "loss.num_particles": "?int",
+    "loss.aux_weight": "?real", "loss.aux_start": "?real|None", "loss.aux_steps": "?int", "loss.backward_weight": "?real",
+    "data.name": "?str", "data.data_root": "?str|None", "data.batch_size": "?int",
+}
+_FRAME_MODEL_SCHEMA = {"model.likelihood": "?str", "model.dropout": "?real", "model.emission": "?str", "model.min_scale": "?real"}
+_CONFIG_SCHEMAS = {
+    "srnn": {
+        "model.x_dim": "int", "model.d_dim": "int", "model.z_dim": "int", "model.hidden_dim": "int", **_FRAME_MODEL_SCHEMA,
+        "guide.kind": "?str", "guide.res_q": "?bool", "guide.a_dim": "?int|None", "guide.hidden_dim": "?int|None",
+        "guide.auxiliary": "?str|None",
+    },
+    "zforcing": {
+        "model.x_dim": "int", "model.emb_dim": "int", "model.h_dim": "int", "model.z_dim": "int", "model.hidden_dim": "int",
+        **_FRAME_MODEL_SCHEMA,
+        "guide.b_dim": "?int|None", "guide.hidden_dim": "?int|None", "guide.auxiliary": "?str|None", "guide.backward_prediction": "?bool",
+    },
+    "lvae": {
+        "model.x_dim": "int", "model.z_dims": "ints", "model.hidden_dims": "ints", "model.num_layers": "?int",
+        "model.batch_norm": "?bool", "guide.kind": "?str", "guide.share_top_down": "?bool",
+    },
+}
+
 
 class SequenceRecipe(Recipe):
     """SRNN, Z-Forcing and the Ladder VAE: sequences (or one-frame images) with warm-up ELBOs, tested with per-sequence bounds."""
@@ -541,6 +565,9 @@ class SequenceRecipe(Recipe):
 
     def build(self, kind, config):
         return _BUILDERS[kind](config)
+
+    def config_schema(self, kind):
+        return {**super().config_schema(kind), **_CONFIG_SCHEMAS[kind], **_LOSS_SCHEMA}
 
     def test(self, kind, args, out, device, trainer):
         if args.eval_samples <= 0:
