@@ -54,27 +54,34 @@ def make_warmup_loss(config: Dict[str, Any]):
     ``aux_weight`` over ``aux_steps`` steps).
     """
     from pyro_seq import losses
+    from pyro_seq.util import check_int, check_real
 
     kind = config.get("elbo", "meanfield")
     if kind not in ("trace", "meanfield", "iwae"):
         raise ValueError(f"loss elbo must be one of ['meanfield', 'trace', 'iwae'], got {kind!r}")
+    # each value checked under its config key, so that a bad one is named as the run config names it
+    num_particles = check_int("loss.num_particles", config.get("num_particles", 1), 1)
+    aux_weight = check_real("loss.aux_weight", config.get("aux_weight", 0.0), 0.0)
+    backward_weight = check_real("loss.backward_weight", config.get("backward_weight", 0.0), 0.0)
     if kind == "iwae":
         # the importance-weighted bound with num_particles samples per sequence; no warm-up
-        if float(config.get("aux_weight", 0.0)) or float(config.get("backward_weight", 0.0)):
+        if aux_weight or backward_weight:
             raise ValueError("--elbo iwae has no auxiliary cost; drop --aux-weight/--backward-weight")
-        return losses.IWAE_ELBO(num_particles=int(config.get("num_particles", 1)))
+        return losses.IWAE_ELBO(num_particles=num_particles)
     schedule = losses.LinearSchedule(
-        start=float(config.get("warmup_start", 0.2)), end=1.0, steps=int(config.get("warmup_steps", 1000))
+        start=check_real("loss.warmup_start", config.get("warmup_start", 0.2), 0.0, 1.0),
+        end=1.0,
+        steps=check_int("loss.warmup_steps", config.get("warmup_steps", 1000), 0),
     )
-    kwargs = dict(schedule=schedule, num_particles=int(config.get("num_particles", 1)))
-    aux_weight = float(config.get("aux_weight", 0.0))
-    backward_weight = float(config.get("backward_weight", 0.0))
+    kwargs = dict(schedule=schedule, num_particles=num_particles)
     if aux_weight == 0.0 and backward_weight == 0.0:
         cls = losses.WarmupTrace_ELBO if kind == "trace" else losses.WarmupTraceMeanField_ELBO
         return cls(**kwargs)
     aux_start = config.get("aux_start")
     aux_schedule = losses.LinearSchedule(
-        start=aux_weight if aux_start is None else float(aux_start), end=aux_weight, steps=int(config.get("aux_steps", 0))
+        start=aux_weight if aux_start is None else check_real("loss.aux_start", aux_start, 0.0),
+        end=aux_weight,
+        steps=check_int("loss.aux_steps", config.get("aux_steps", 0), 0),
     )
     cls = losses.ZForcingTrace_ELBO if kind == "trace" else losses.ZForcingTraceMeanField_ELBO
     return cls(aux_schedule=aux_schedule, backward_weight=backward_weight, **kwargs)
