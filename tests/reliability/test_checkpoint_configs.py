@@ -107,7 +107,7 @@ def test_any_value_of_a_config_key_loads_or_is_one_line_naming_it(tmp_path_facto
         message = str(e)
         name = key.split(".")[-1]
         assert "\n" not in message and (key in message or re.search(rf"\b{name}\b", message) or "does not match" in message), message
-    record("checkpoint configs", "load_model", "load_model", f"hypothesis: any value of a config key", True)
+    record("checkpoint configs", "load_model", "load_model", "hypothesis: any value of a config key", True)
 
 
 @pytest.mark.skipif(not jsb_available(), reason="JSB Chorales not under the shared data root")
