@@ -36,14 +36,13 @@ for :class:`~pyro_seq.training.trainer.Trainer` (or :class:`~pyro.infer.SVI`).
 """
 
 import math
-import numbers
 from typing import Dict, Sequence
 
 import torch
 
 from pyro_seq.data import streaming
 from pyro_seq.losses.particle import check_inputs, repeat_batch, trace_log_weights  # noqa: F401 (public here too)
-from pyro_seq.util import module_tensor
+from pyro_seq.util import check_int, module_tensor
 
 #: Default bound on ``particles * batch * time`` per pass of :func:`log_importance_weights`.
 DEFAULT_MAX_FRAMES = 1 << 16
@@ -56,16 +55,14 @@ def particles_per_chunk(num_samples, batch, time, chunk_size=None, max_frames=No
     (at least one).
     """
     if chunk_size is not None:
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        chunk_size = check_int("chunk_size", chunk_size, 1)
         return min(chunk_size, num_samples)
-    max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
+    max_frames = DEFAULT_MAX_FRAMES if max_frames is None else check_int("max_frames", max_frames, 1)
     return max(1, min(num_samples, max_frames // (batch * time)))
 
 
 def _check_num(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be >= 1 (an integer), got {value!r}")
+    return check_int(name, value, 1)
 
 
 def _chunks(model, guide, x, mask, num_samples, chunk_size, max_frames):
@@ -168,7 +165,7 @@ def fivo_bounds(model, guide, x, mask, num_particles, max_frames=None, resample=
 
     _check_num("num_particles", num_particles)
     batch, time, mask = check_inputs(model, x, mask)
-    max_frames = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
+    max_frames = DEFAULT_MAX_FRAMES if max_frames is None else check_int("max_frames", max_frames, 1)
     group = max(1, max_frames // (num_particles * time))
     out = []
     with torch.no_grad():
@@ -195,6 +192,9 @@ def evaluate(model, guide, batches, num_samples=1, chunk_size=None, max_frames=N
         log-likelihoods, ``total`` and ``seq_mean`` in nats per frame and
         ``per_sequence`` in nats per sequence (see :func:`normalise`).
     """
+    check_int("num_samples", num_samples, 1)
+    if fivo_particles is not None:
+        check_int("fivo_particles", fivo_particles, 1)
     was_training = (model.training, guide.training)
     model.eval()
     guide.eval()

@@ -22,18 +22,24 @@ import sys
 from typing import Optional, Sequence
 
 from pyro_seq.recipes import load_model, sequence, train
-from pyro_seq.recipes.options import add_shared_options, positive_int
+from pyro_seq.recipes.options import OptionError, add_shared_options, positive_int
 from pyro_seq.recipes.registry import FAMILIES, RECIPES
 from pyro_seq.training.trainer import resolve_device
 
-__all__ = ["UsageError", "build_parser", "main"]
+__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "UsageError", "build_parser", "main"]
+
+#: Exit status of an expected failure at run time (bad checkpoint, missing data, diverged training).
+EXIT_FAILURE = 1
+#: Exit status of a usage error (argparse's convention): an unknown command, model, data set or
+#: option, a value of the wrong type or out of its range, or options that do not go together.
+EXIT_USAGE = 2
 
 logger = logging.getLogger("pyro_seq.cli")
 
 
 class UsageError(Exception):
     """A bad command line (unknown command, model, data set or option, bad value): :func:`main`
-    reports it as one ``pyro-seq: error:`` line and returns 1."""
+    reports it as one ``pyro-seq: error:`` line and returns :data:`EXIT_USAGE` (2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,9 +138,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Entry point of ``pyro-seq`` (``python -m pyro_seq``).
 
     :param argv: arguments (default ``sys.argv[1:]``).
-    :returns: exit status: 0 on success, 1 for an expected failure (bad checkpoint, missing data,
-        diverged training, bad command line: unknown command, model, data set or option, or a bad
-        value), reported as one ``pyro-seq: error:`` line.
+    :returns: exit status: 0 on success, 2 for a usage error (unknown command, model, data set or
+        option, a value of the wrong type or out of range, a bad ``--device``, options that do not
+        go together), 1 for an expected failure at run time (bad checkpoint, missing data, diverged
+        training); either is reported as one ``pyro-seq: error:`` line.
     """
     from pyro_seq.data import DataError
     from pyro_seq.training.checkpoint import CheckpointError
@@ -144,11 +151,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as e:
         print(f"pyro-seq: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     _setup_logging(args.log_level)
     try:
         return int(args.func(args) or 0)
+    except OptionError as e:
+        print(f"pyro-seq: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except (CheckpointError, DataError, NonFiniteLossError, ValueError) as e:
         logger.error("%s", e)
         print(f"pyro-seq: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE

@@ -1,8 +1,78 @@
 """Input checks shared by every pyro_seq model, guide and loss."""
 
+import math
+import numbers
 import weakref
 
 import torch
+
+
+# ---------------------------------------------------------------------------------------------
+# Numeric arguments
+# ---------------------------------------------------------------------------------------------
+
+
+def _range_text(low, high, low_open=False, high_open=False):
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high:g}")
+    return " and ".join(parts)
+
+
+def check_int(name, value, minimum=None, maximum=None):
+    """
+    ``value`` as an ``int`` if it is an integer (a Python or NumPy integer, or an integral
+    0-dimensional tensor; not a bool) in ``[minimum, maximum]`` (either bound optional).
+
+    :raises ValueError: naming ``name`` and the allowed range.
+    """
+    if torch.is_tensor(value) and value.dim() == 0 and not value.dtype.is_floating_point and value.dtype != torch.bool:
+        value = int(value)
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Integral)
+    if ok:
+        value = int(value)
+        ok = (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+    if not ok:
+        bounds = _range_text(minimum, maximum)
+        raise ValueError(f"{name} must be an integer{' ' + bounds if bounds else ''}, got {value!r}")
+    return value
+
+
+def check_real(name, value, low=None, high=None, low_open=False, high_open=False, allow_inf=False):
+    """
+    ``value`` as a ``float`` if it is a real number (not a bool) in the range given by ``low`` /
+    ``high`` (either optional; ``*_open`` excludes the end point), finite unless ``allow_inf``.
+    NaN is never accepted.
+
+    :raises ValueError: naming ``name`` and the allowed range.
+    """
+    if torch.is_tensor(value) and value.dim() == 0 and value.dtype != torch.bool:
+        value = value.item()
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real)
+    if ok:
+        value = float(value)
+        ok = not math.isnan(value) and (allow_inf or math.isfinite(value))
+        ok = ok and (low is None or (value > low if low_open else value >= low))
+        ok = ok and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        bounds = _range_text(low, high, low_open, high_open)
+        what = "a number" if allow_inf else "a finite number"
+        raise ValueError(f"{name} must be {what}{' ' + bounds if bounds else ''}, got {value!r}")
+    return value
+
+
+def check_probability(name, value, low_open=False, high_open=False):
+    """``value`` as a ``float`` in ``[0, 1]`` (ends excluded by ``low_open`` / ``high_open``); see :func:`check_real`."""
+    return check_real(name, value, 0.0, 1.0, low_open, high_open)
+
+
+def check_weight(name, value):
+    """A non-negative finite weight, or a callable schedule (returned as is); see :func:`check_real`."""
+    if callable(value):
+        return value
+    return check_real(name, value, 0.0)
 
 
 def _magnitude_limit(dtype):

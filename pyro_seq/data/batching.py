@@ -22,6 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from pyro_seq.util import check_int as _check_int
+
 __all__ = [
     "BatchIterator",
     "SequenceBatch",
@@ -186,9 +188,8 @@ def padding_efficiency(batches):
 
 
 def check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    """``value`` as an ``int`` >= ``minimum`` (see :func:`pyro_seq.util.check_int`)."""
+    return _check_int(name, value, minimum)
 
 
 def batch_order(lengths, batch_size, shuffle=True, seed=0, epoch=0, group_by_length=True):

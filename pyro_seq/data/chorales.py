@@ -5,9 +5,13 @@
 
 This is *not* the Boulanger-Lewandowski JSB Chorales set (``"jsb"``); it is a
 separate set that needs no download, built once from the Bach chorales bundled
-with `music21 <https://web.mit.edu/music21/>`_ and cached under the data root
-as ``chorales/chorales_v1.npz`` (written with :func:`numpy.savez_compressed`,
-read with ``allow_pickle=False``).
+with `music21 <https://web.mit.edu/music21/>`_ and cached in the user cache folder
+(:func:`~pyro_seq.data.download.default_cache_dir`, ``$XDG_CACHE_HOME/pyro_seq`` or
+``~/.cache/pyro_seq``) as ``chorales/chorales_v1_<checksum>.npz``, where the checksum is that of
+the corpus files it is built from (:func:`source_checksum`), so a changed corpus (another music21)
+is built afresh. The file is written with :func:`numpy.savez_compressed` and read with
+``allow_pickle=False``. A data root is only read: a copy built before, placed at
+``<data root>/chorales/chorales_v1.npz``, is used as it is, and nothing is ever written there.
 
 Construction (version 1):
 
@@ -37,10 +41,12 @@ lengths 24..229 frames; pitches 36..81 (MIDI); at most 5 notes per frame
 (five-voice chorales); 410 / 161 / 28 silent frames (rests).
 The cache file is about 76 kB. Build time on a shared 2-core machine: 20-35 s
 with 2 worker processes (up to ~50 s under heavy load), about 40 s with one
-(music21 parses about 0.1 s per piece); it happens once per data root, and
-reading the cache afterwards takes a few milliseconds.
+(music21 parses about 0.1 s per piece); it happens once per corpus, and
+reading the cache afterwards takes a fraction of a second (the corpus checksum included).
 """
 
+import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -51,16 +57,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .download import DataIntegrityError, DataUnavailableError, atomic_savez, resolve_data_root
+from .download import DataIntegrityError, DataUnavailableError, atomic_savez, default_cache_dir, resolve_data_root
 
 __all__ = [
     "CHORALES_RELPATH",
     "CHORALES_VERSION",
     "build_chorales",
+    "chorales_cache_path",
     "chorale_files",
     "chorale_to_roll",
     "load_chorales",
     "read_chorales_npz",
+    "source_checksum",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,6 +107,52 @@ def chorale_files(limit=None):
             raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
         chosen = chosen[: int(limit)]
     return chosen
+
+
+def _corpus_folder():
+    """music21's Bach corpus folder, found without importing music21 (slow); ``None`` without music21."""
+    spec = importlib.util.find_spec("music21")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "corpus" / "bach"
+
+
+def source_checksum():
+    """
+    The sha256 (hex) of what the set is built from: the construction version and the names and
+    contents of the ``.mxl``/``.xml`` files of music21's Bach corpus (about 2 MB, read in a tenth of
+    a second). ``None`` if music21 is not installed or its corpus has no such files.
+
+    :rtype: str or None
+    """
+    folder = _corpus_folder()
+    if folder is None or not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".mxl", ".xml") and p.is_file())
+    if not files:
+        return None
+    h = hashlib.sha256(f"pyro_seq chorales v{CHORALES_VERSION}\n".encode())
+    for p in files:
+        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def chorales_cache_path(checksum=None, cache_dir=None):
+    """
+    Where the set built from a corpus with ``checksum`` (default :func:`source_checksum`) is
+    cached: ``<cache_dir>/chorales/chorales_v1_<first 16 hex digits>.npz``, ``cache_dir``
+    defaulting to :func:`~pyro_seq.data.download.default_cache_dir`.
+
+    :raises DataUnavailableError: no checksum (music21 is not installed).
+    """
+    checksum = source_checksum() if checksum is None else checksum
+    if checksum is None:
+        raise DataUnavailableError(
+            "the 'chorales' set is built from music21's corpus, and music21 is not installed (pip install music21)"
+        )
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return folder / "chorales" / f"chorales_v{CHORALES_VERSION}_{checksum[:16]}.npz"
 
 
 def _is_vocal(part):
@@ -216,9 +270,9 @@ def build_chorales(
     """
     Build the ``chorales`` set from music21's corpus and write it atomically.
 
-    :param path: output ``.npz``; default ``<data_root>/chorales/chorales_v1.npz``.
-        ``False`` builds in memory only.
-    :param data_root: see :func:`~pyro_seq.data.resolve_data_root`.
+    :param path: output ``.npz``; default the cache file :func:`chorales_cache_path` (never a
+        data root). ``False`` builds in memory only.
+    :param data_root: unused (kept for compatibility: a data root is never written).
     :param int limit: use only the first ``limit`` corpus files (quick tests).
     :param int workers: worker processes (default ``min(2, cpu_count)``; 1 = serial).
     :param int seed: seed of the piece-level split.
@@ -274,7 +328,7 @@ def build_chorales(
     logger.info("Built chorales in %.1f s: %s", elapsed, meta["num_sequences"])
     if path is not False:
         if path is None:
-            path = resolve_data_root(data_root) / CHORALES_RELPATH
+            path = chorales_cache_path()
         atomic_savez(path, _pack(data, meta))
     return data, meta
 
@@ -324,34 +378,49 @@ def read_chorales_npz(path):
     return data, meta
 
 
-def load_chorales(data_root=None, build=True, rebuild=False, workers=None):
-    """
-    Load the ``chorales`` set, building and caching it on first use.
+def _read_full_set(path):
+    data, meta = read_chorales_npz(path)
+    if meta.get("limit") is not None:
+        raise DataIntegrityError(
+            f"The chorales cache {path} was built from a subset of the corpus "
+            f"(limit={meta['limit']}); delete it or load with rebuild=True "
+            "to build the full set."
+        )
+    return data
 
-    If the data root is not writable, the set is built in memory and a warning
-    is logged (it will be rebuilt next time).
+
+def load_chorales(data_root=None, build=True, rebuild=False, workers=None, cache_dir=None):
+    """
+    Load the ``chorales`` set: a copy in the data root (``<data root>/chorales/chorales_v1.npz``)
+    if there is one, else the cache built from the installed corpus (:func:`chorales_cache_path`),
+    building it on first use. Nothing is written under the data root; if the cache folder is not
+    writable, the set is built in memory and a warning is logged (it will be built again next
+    time).
 
     :param data_root: see :func:`~pyro_seq.data.resolve_data_root`.
-    :param bool build: allow building from music21 if the cache is missing.
-    :param bool rebuild: rebuild even if the cache exists.
+    :param bool build: allow building from music21 if there is neither copy.
+    :param bool rebuild: ignore both copies and build (into the cache).
     :param int workers: see :func:`build_chorales`.
+    :param cache_dir: the cache folder (default :func:`~pyro_seq.data.download.default_cache_dir`).
     :returns: ``{split: [float32 array [T_i, 88], ...]}``
     :rtype: dict
     """
-    path = resolve_data_root(data_root) / CHORALES_RELPATH
+    root_copy = resolve_data_root(data_root) / CHORALES_RELPATH
+    if root_copy.exists() and not rebuild:
+        return _read_full_set(root_copy)
+    checksum = source_checksum()
+    if checksum is None:
+        raise DataUnavailableError(
+            f"The chorales set is not in the data root ({root_copy}) and music21, whose corpus it is built "
+            "from, is not installed (pip install music21)."
+        )
+    path = chorales_cache_path(checksum, cache_dir)
     if path.exists() and not rebuild:
-        data, meta = read_chorales_npz(path)
-        if meta.get("limit") is not None:
-            raise DataIntegrityError(
-                f"The chorales cache {path} was built from a subset of the corpus "
-                f"(limit={meta['limit']}); delete it or load with rebuild=True "
-                "to build the full set."
-            )
-        return data
+        return _read_full_set(path)
     if not build:
         raise DataUnavailableError(
-            f"The chorales cache {path} is missing and building it is disabled (download=False). "
-            "Call pyro_seq.data.chorales.build_chorales() or load with download=True."
+            f"The chorales set is neither in the data root ({root_copy}) nor in the cache ({path}), and building "
+            "it is disabled (download=False). Call pyro_seq.data.chorales.build_chorales() or load with download=True."
         )
     data, meta = build_chorales(path=False, workers=workers)
     try:
@@ -363,10 +432,10 @@ def load_chorales(data_root=None, build=True, rebuild=False, workers=None):
     return data
 
 
-def _main():  # pragma: no cover - manual use: python -m pyro_seq.data.chorales [data_root]
+def _main():  # pragma: no cover - manual use: python -m pyro_seq.data.chorales [output.npz]
     logging.basicConfig(level=logging.INFO)
-    root = sys.argv[1] if len(sys.argv) > 1 else None
-    _, meta = build_chorales(data_root=root)
+    out = sys.argv[1] if len(sys.argv) > 1 else None
+    _, meta = build_chorales(path=out)
     lens = meta["num_sequences"], meta["num_frames"]
     print(
         json.dumps(

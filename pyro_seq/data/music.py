@@ -16,7 +16,7 @@ name           file under the data root                             sequences (t
 ``nottingham`` ``polyphonic_music/tcn_mat/Nottingham.mat``          694 / 173 / 170
 ``musedata``   ``polyphonic_music/tcn_mat/MuseData.mat``            524 / 135 / 124
 ``piano``      ``polyphonic_music/tcn_mat/Piano_midi.mat``          87 / 12 / 25
-``chorales``   ``chorales/chorales_v1.npz`` (built locally)         see :mod:`.chorales`
+``chorales``   ``chorales/chorales_v1.npz`` (else built to the cache) see :mod:`.chorales`
 =============  ===================================================  =================
 
 Each sequence is a float32 array ``[T, 88]`` of 0/1 values; column ``j`` is

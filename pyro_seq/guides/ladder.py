@@ -7,7 +7,7 @@ from pyro.nn import PyroModule
 
 from pyro_seq.models.ladder import check_batch_norm_batch, top_down_blocks
 from pyro_seq.nn import GaussianBlock, precision_merge
-from pyro_seq.util import PyroNamed, check_call_shape, claim_pyro_name
+from pyro_seq.util import PyroNamed, check_call_shape, check_int, claim_pyro_name
 
 
 class _HierarchicalGuide(PyroNamed, PyroModule):
@@ -17,12 +17,16 @@ class _HierarchicalGuide(PyroNamed, PyroModule):
         super().__init__("ladder_guide" if name is None else name)
         self._init_pyro_name(name)
         self._model = (model,)  # not a submodule: its parameters keep one Pyro name
-        self.hidden_dims = tuple(model.hidden_dims if hidden_dims is None else hidden_dims)
+        if hidden_dims is not None and (isinstance(hidden_dims, (str, bytes)) or not hasattr(hidden_dims, "__iter__")):
+            raise ValueError(f"hidden_dims must be a sequence of integers >= 1 (one per layer), got {hidden_dims!r}")
+        self.hidden_dims = tuple(
+            model.hidden_dims if hidden_dims is None else (check_int(f"hidden_dims[{i}]", d, 1) for i, d in enumerate(hidden_dims))
+        )
         if len(self.hidden_dims) != len(model.z_dims):
             raise ValueError(
                 f"hidden_dims needs one width per stochastic layer ({len(model.z_dims)}), got {self.hidden_dims}"
             )
-        self.num_layers = model.num_layers if num_layers is None else int(num_layers)
+        self.num_layers = model.num_layers if num_layers is None else check_int("num_layers", num_layers, 1)
         self.batch_norm = model.batch_norm if batch_norm is None else bool(batch_norm)
 
     @property

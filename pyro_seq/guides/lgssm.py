@@ -12,7 +12,7 @@ from torch.distributions.utils import _standard_normal
 
 from pyro_seq.distributions import MarkovGaussianChain
 from pyro_seq.nn import reverse_padded, softplus_scale
-from pyro_seq.util import PyroNamed, check_call_shape, claim_pyro_name
+from pyro_seq.util import PyroNamed, check_call_shape, check_int, claim_pyro_name
 
 GUIDE_KINDS = ("smoother", "filter")
 
@@ -210,10 +210,8 @@ class LinearGaussianSSMGuide(PyroNamed, PyroModule):
     def __init__(self, model, kind="smoother", a_dim=None, horizon=None, name=None):
         if kind not in GUIDE_KINDS:
             raise ValueError(f"kind must be one of {GUIDE_KINDS}, got {kind!r}")
-        a_dim = model.z_dim if a_dim is None else a_dim
-        horizon = (8 if kind == "smoother" else 0) if horizon is None else horizon
-        if horizon < 0:
-            raise ValueError(f"horizon must be >= 0, got {horizon}")
+        a_dim = model.z_dim if a_dim is None else check_int("a_dim", a_dim, 1)
+        horizon = (8 if kind == "smoother" else 0) if horizon is None else check_int("horizon", horizon, 0)
         super().__init__("lgssm_guide" if name is None else name)
         self._init_pyro_name(name)
         object.__setattr__(self, "_model", model)  # not a submodule

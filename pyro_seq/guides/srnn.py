@@ -9,7 +9,7 @@ from pyro.nn import PyroModule
 from pyro_seq.distributions import MarkovGaussianChain
 from pyro_seq.guides.zforcing import AUX_SITE, check_auxiliary, masked
 from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, TimeSlices, broadcast_cat, reverse_padded
-from pyro_seq.util import PyroNamed, check_call_shape, claim_pyro_name, record
+from pyro_seq.util import PyroNamed, check_call_shape, check_int, claim_pyro_name, record
 
 GUIDE_KINDS = ("smoother", "filter")
 
@@ -73,8 +73,8 @@ class SRNNGuide(PyroNamed, PyroModule):
         self._init_pyro_name(name)
         # hold the model without registering it as a submodule
         object.__setattr__(self, "_model", model)
-        a_dim = model.d_dim if a_dim is None else a_dim
-        hidden_dim = model.config["hidden_dim"] if hidden_dim is None else hidden_dim
+        a_dim = model.d_dim if a_dim is None else check_int("a_dim", a_dim, 1)
+        hidden_dim = model.config["hidden_dim"] if hidden_dim is None else check_int("hidden_dim", hidden_dim, 1)
         self.config = dict(kind=kind, res_q=res_q, a_dim=a_dim, hidden_dim=hidden_dim, auxiliary=auxiliary)
         self.kind, self.res_q = kind, res_q
         self.auxiliary = auxiliary

@@ -9,7 +9,7 @@ from pyro.nn import PyroModule, pyro_method
 
 from pyro_seq.distributions import frame_distribution
 from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, TimeSlices, reverse_padded, shift_right
-from pyro_seq.util import PyroNamed, check_call_shape, claim_pyro_name, record
+from pyro_seq.util import PyroNamed, check_call_shape, check_int, claim_pyro_name, record
 
 #: Guide sites holding the Z-Forcing auxiliary terms, read by :class:`~pyro_seq.losses.ZForcingTrace_ELBO`.
 AUX_SITE, BACKWARD_SITE = "aux_log_prob", "backward_log_prob"
@@ -95,8 +95,8 @@ class ZForcingGuide(PyroNamed, PyroModule):
         super().__init__("zforcing_guide" if name is None else name)
         self._init_pyro_name(name)
         object.__setattr__(self, "_model", model)  # not a submodule: one Pyro name per parameter
-        b_dim = model.h_dim if b_dim is None else b_dim
-        hidden_dim = model.config["hidden_dim"] if hidden_dim is None else hidden_dim
+        b_dim = model.h_dim if b_dim is None else check_int("b_dim", b_dim, 1)
+        hidden_dim = model.config["hidden_dim"] if hidden_dim is None else check_int("hidden_dim", hidden_dim, 1)
         self.auxiliary = check_auxiliary(auxiliary)
         self.backward_prediction = bool(backward_prediction)
         self.config = dict(

@@ -77,7 +77,7 @@ from pyro.infer.elbo import ELBO
 from pyro.infer.smcfilter import SMCState
 from pyro.poutine.util import site_is_subsample
 
-from pyro_seq.util import check_batch
+from pyro_seq.util import check_batch, check_int, check_probability
 
 RESAMPLE_KINDS = ("ess", "always", "never")
 
@@ -134,13 +134,14 @@ class ParticleFilterResult(NamedTuple):
     num_resampled: torch.Tensor
 
 
-def _check_filter_args(resample, num_particles):
-    """The resampling rule (``None`` means ``"never"``), checked with the particle count."""
+def _check_filter_args(resample, num_particles, threshold=0.5):
+    """The resampling rule (``None`` means ``"never"``), checked with the particle count and the
+    relative ESS threshold (in ``[0, 1]``)."""
     resample = "never" if resample is None else resample
     if resample not in RESAMPLE_KINDS:
         raise ValueError(f"resample must be one of {RESAMPLE_KINDS}, got {resample!r}")
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    check_int("num_particles", num_particles, 1)
+    check_probability("threshold", threshold)
     return resample
 
 
@@ -157,7 +158,7 @@ def particle_filter(model, guide, x, mask=None, num_particles=1, resample="ess",
     :param float threshold: resample when :math:`\\mathrm{ESS} / K` is below it (``"ess"``).
     :rtype: ParticleFilterResult
     """
-    resample = _check_filter_args(resample, num_particles)
+    resample = _check_filter_args(resample, num_particles, threshold)
     x, mask, _ = model.check(x, mask)
     k = num_particles
     batch, time = mask.shape
@@ -745,7 +746,7 @@ def smc_particle_filter(
         particle plate goes at dim ``-1 - max_plate_nesting``.
     :rtype: ParticleFilterResult
     """
-    resample = _check_filter_args(resample, num_particles)
+    resample = _check_filter_args(resample, num_particles, threshold)
     k = int(num_particles)
     cut = getattr(model, "steps", None)
     steps = list(cut(*args, **kwargs) if callable(cut) else sequence_steps(*args, **kwargs))
@@ -815,8 +816,7 @@ class ParticleELBO(ELBO):
     beta = 1.0
 
     def __init__(self, num_particles=2, max_plate_nesting=float("inf"), vectorize_particles=True, retain_graph=None):
-        if isinstance(num_particles, bool) or num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        num_particles = check_int("num_particles", num_particles, 1)
         # the particles are vectorised here, not by ELBO (which would add a plate to max_plate_nesting)
         super().__init__(
             num_particles=int(num_particles),
@@ -1108,7 +1108,7 @@ class FIVO_ELBO(ParticleELBO):
         super().__init__(num_particles, max_plate_nesting, vectorize_particles, retain_graph)
         if resample is not None and resample not in RESAMPLE_KINDS:
             raise ValueError(f"resample must be one of {RESAMPLE_KINDS}, got {resample!r}")
-        self.resample, self.threshold = resample, threshold
+        self.resample, self.threshold = resample, check_probability("threshold", threshold)
         self.check_protocol = bool(check_protocol)
         self._checked = weakref.WeakKeyDictionary()  # model -> the guides checked with it
 

@@ -4,8 +4,14 @@ Schedules of a weight over SVI steps: :math:`\\beta` of the warm-up ELBOs, the Z
 
 import math
 
+from pyro_seq.util import check_int, check_real
+
 def linear_schedule(step, start=0.0, end=1.0, steps=1000):
-    """Linear from ``start`` at step 0 to ``end`` at ``steps``, then constant."""
+    """Linear from ``start`` at step 0 to ``end`` at ``steps``, then constant.
+
+    :raises ValueError: ``start`` or ``end`` not finite, ``steps`` not an integer, ``step`` NaN.
+    """
+    start, end, steps, step = _check_ramp(start, end, steps, step)
     if steps <= 0:
         return float(end)
     frac = min(max(step, 0) / steps, 1.0)
@@ -13,11 +19,21 @@ def linear_schedule(step, start=0.0, end=1.0, steps=1000):
 
 
 def cosine_schedule(step, start=0.0, end=1.0, steps=1000):
-    """Half-cosine from ``start`` to ``end`` over ``steps``, then constant."""
+    """Half-cosine from ``start`` to ``end`` over ``steps``, then constant (arguments as :func:`linear_schedule`)."""
+    start, end, steps, step = _check_ramp(start, end, steps, step)
     if steps <= 0:
         return float(end)
     frac = min(max(step, 0) / steps, 1.0)
     return float(end + (start - end) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _check_ramp(start, end, steps, step=0):
+    return (
+        check_real("start", start),
+        check_real("end", end),
+        check_int("steps", steps),  # <= 0: no ramp
+        check_real("step", step, allow_inf=True),
+    )
 
 
 class Schedule:
@@ -37,8 +53,8 @@ class Schedule:
             raise ValueError(
                 f"schedule kind must be one of {sorted(self.KINDS) + ['constant']}, got {kind!r}"
             )
-        if steps < 0:
-            raise ValueError(f"schedule steps must be >= 0, got {steps}")
+        start, end = check_real("start", start), check_real("end", end)
+        steps = check_int("steps", steps, 0)
         self.kind, self.start, self.end, self.steps = kind, start, end, steps
 
     @property

@@ -27,6 +27,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
 from pyro_seq.losses.schedules import LinearSchedule
+from pyro_seq.util import check_real, check_weight
 
 
 class LatentScaleMessenger(Messenger):
@@ -34,7 +35,7 @@ class LatentScaleMessenger(Messenger):
 
     def __init__(self, beta, exclude=()):
         super().__init__()
-        self.beta = beta
+        self.beta = beta if torch.is_tensor(beta) else check_real("beta", beta)
         self.exclude = frozenset(exclude)
 
     def _process_message(self, msg):
@@ -94,7 +95,7 @@ class WarmupELBOMixin:
 
     def __init__(self, schedule=None, **kwargs):
         super().__init__(**kwargs)
-        self.schedule = LinearSchedule() if schedule is None else schedule
+        self.schedule = LinearSchedule() if schedule is None else check_weight("schedule", schedule)
         self.step = 0
         self.last_terms = {}
 
@@ -102,7 +103,7 @@ class WarmupELBOMixin:
     def beta(self):
         """:math:`\\beta` at the current ``step``."""
         if callable(self.schedule):
-            return float(self.schedule(self.step))
+            return check_real("schedule(step) (beta)", self.schedule(self.step))
         return float(self.schedule)
 
     def _get_trace(self, model, guide, args, kwargs):

@@ -7,6 +7,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_seq.guides.zforcing import AUX_SITE, BACKWARD_SITE
 from pyro_seq.losses.warmup import WarmupELBOMixin
+from pyro_seq.util import check_real, check_weight
 
 
 def _recorded_sum(guide_trace, name):
@@ -44,14 +45,14 @@ class ZForcingCostMixin(WarmupELBOMixin):
 
     def __init__(self, schedule=None, aux_schedule=1.0, backward_weight=1.0, **kwargs):
         super().__init__(schedule=schedule, **kwargs)
-        self.aux_schedule = aux_schedule
-        self.backward_weight = float(backward_weight)
+        self.aux_schedule = check_weight("aux_schedule", aux_schedule)
+        self.backward_weight = check_real("backward_weight", backward_weight, 0.0)
 
     @property
     def aux_weight(self):
         """:math:`w` at the current ``step``."""
         if callable(self.aux_schedule):
-            return float(self.aux_schedule(self.step))
+            return check_real("aux_schedule(step) (aux weight)", self.aux_schedule(self.step))
         return float(self.aux_schedule)
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):

@@ -11,6 +11,8 @@ from pyro_seq.util import (
     GuideModelCache,
     PyroNamed,
     check_call_shape,
+    check_int,
+    check_real,
     check_dtype_device,
     check_mask_values,
     check_values,
@@ -111,6 +113,13 @@ def check_batch_norm_batch(module, x, name="x", batch_norm=None):
         )
 
 
+def _dims(name, dims):
+    """A tuple of positive layer sizes (an int or a sequence of ints)."""
+    if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__"):
+        raise ValueError(f"{name} must be a sequence of integers >= 1 (one per layer), got {dims!r}")
+    return tuple(check_int(f"{name}[{i}]", d, 1) for i, d in enumerate(dims))
+
+
 class LadderVAE(PyroNamed, PyroModule):
     r"""
     The generative model of the Ladder VAE (Sønderby et al. 2016): a hierarchy of
@@ -183,7 +192,9 @@ class LadderVAE(PyroNamed, PyroModule):
         image_shape=None,
         name=None,
     ):
-        z_dims, hidden_dims = tuple(int(d) for d in z_dims), tuple(int(d) for d in hidden_dims)
+        z_dims, hidden_dims = _dims("z_dims", z_dims), _dims("hidden_dims", hidden_dims)
+        x_dim, num_layers = check_int("x_dim", x_dim, 1), check_int("num_layers", num_layers, 1)
+        min_scale = check_real("min_scale", min_scale, 0.0)
         if not z_dims or len(z_dims) != len(hidden_dims):
             raise ValueError(
                 f"z_dims and hidden_dims must be non-empty and of equal length (one per stochastic "

@@ -10,7 +10,7 @@ from pyro.nn import PyroModule, pyro_method
 
 from pyro_seq.distributions import MarkovGaussianChain
 from pyro_seq.nn import gaussian_log_prob, softplus_scale
-from pyro_seq.util import PyroNamed, check_call_shape, check_sequences, module_tensor, prior_call_shape
+from pyro_seq.util import PyroNamed, check_call_shape, check_int, check_real, check_sequences, module_tensor, prior_call_shape
 
 
 def inverse_softplus_scale(scale, min_scale):
@@ -74,6 +74,8 @@ class LinearGaussianSSM(PyroNamed, PyroModule):
     default_pyro_name = "lgssm"
 
     def __init__(self, x_dim=3, z_dim=2, fast=True, min_scale=1e-3, name=None):
+        x_dim, z_dim = check_int("x_dim", x_dim, 1), check_int("z_dim", z_dim, 1)
+        min_scale = check_real("min_scale", min_scale, 0.0)
         super().__init__(self.default_pyro_name if name is None else name)
         self._init_pyro_name(name)
         self.config = dict(x_dim=x_dim, z_dim=z_dim, fast=fast, min_scale=min_scale)

@@ -28,6 +28,9 @@ from pyro_seq.util import (
     GuideModelCache,
     PyroNamed,
     check_call_shape,
+    check_int,
+    check_probability,
+    check_real,
     check_sequences,
     module_tensor,
     prior_call_shape,
@@ -167,6 +170,9 @@ class SRNN(PyroNamed, PyroModule):
                 f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}"
             )
         check_emission(emission, likelihood)
+        x_dim, d_dim, z_dim, hidden_dim = (check_int(k, v, 1) for k, v in (("x_dim", x_dim), ("d_dim", d_dim), ("z_dim", z_dim), ("hidden_dim", hidden_dim)))
+        min_scale = check_real("min_scale", min_scale, 0.0)
+        dropout = check_probability("dropout", dropout, high_open=True)
         super().__init__(self.default_pyro_name if name is None else name)
         self._init_pyro_name(name)
         self.config = dict(

@@ -18,8 +18,8 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 
-from pyro_seq.recipes.options import RUN_OPTIONS
-from pyro_seq.training.checkpoint import CheckpointError, load_checkpoint
+from pyro_seq.recipes.options import RUN_OPTIONS, OptionError
+from pyro_seq.training.checkpoint import CheckpointError, check_config, load_checkpoint
 from pyro_seq.training.run_folder import RunFolderError, RunFolderLock, claim_run_folder, config_changes, describe_changes
 from pyro_seq.training.trainer import LAST_CHECKPOINT, LOG_FILE, Trainer, resolve_device
 
@@ -127,6 +127,15 @@ class Recipe:
         """``(model, guide, loss)`` from a run config: what a checkpoint is rebuilt from."""
         raise NotImplementedError
 
+    def config_schema(self, kind: str) -> Dict[str, str]:
+        """
+        The keys a checkpoint's run config of ``kind`` must hold and their value kinds (see
+        :func:`~pyro_seq.training.checkpoint.check_config`), checked before :meth:`build` on
+        ``evaluate``, ``sample`` and ``--resume``. The default asks for the sections only; a family
+        adds the keys its builder reads.
+        """
+        return dict(CONFIG_SECTIONS)
+
     def prepare(self, kind: str, args, model, guide, config: Dict[str, Any], out: Path) -> None:
         """Before training (after :meth:`build`): e.g. start from another checkpoint."""
 
@@ -154,20 +163,33 @@ class Recipe:
 
     def load_model(self, path, device="cpu", kind: Optional[str] = None):
         """A checkpoint of this family rebuilt with :meth:`build`: ``(model, guide, loss, checkpoint)`` (see :func:`restore`)."""
-        return restore({k: self.build for k in self.kinds}, path, device, kind)
+        return restore({k: self.build for k in self.kinds}, path, device, kind, {k: self.config_schema(k) for k in self.kinds})
 
 
-def restore(builders: Dict[str, Callable], path, device="cpu", kind: Optional[str] = None):
+#: The sections of every run config (see :meth:`Recipe.config_schema`).
+CONFIG_SECTIONS = {"model": "dict", "guide": "?dict", "loss": "?dict", "data": "?dict", "train": "?dict"}
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    """A (possibly multi-line) error message as one line of at most about ``limit`` characters."""
+    text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip()).replace(":;", ":") or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def restore(builders: Dict[str, Callable], path, device="cpu", kind: Optional[str] = None, schemas: Optional[Dict[str, Dict[str, str]]] = None):
     """
     Load a checkpoint, rebuild its model, guide and loss with ``builders[kind](kind, config)`` and
     load the weights (evaluation mode). Pyro's parameter store is cleared so it re-syncs from the
     modules.
 
     :param dict builders: ``kind -> build(kind, config)`` of the kinds that may be loaded.
+    :param dict schemas: ``kind -> config schema`` (:meth:`Recipe.config_schema`) the checkpoint's
+        config is checked against first (default: the sections of :data:`CONFIG_SECTIONS`).
 
     :returns: ``(model, guide, loss, checkpoint)``.
-    :raises ~pyro_seq.training.checkpoint.CheckpointError: bad file, wrong kind, or weights that do
-        not fit the rebuilt model.
+    :raises ~pyro_seq.training.checkpoint.CheckpointError: bad file, wrong kind, a config key
+        missing or of the wrong type, a config the builder refuses, NaN or infinite weights, or
+        weights that do not fit the rebuilt model.
     """
     import pyro
 
@@ -175,14 +197,22 @@ def restore(builders: Dict[str, Callable], path, device="cpu", kind: Optional[st
     state = load_checkpoint(path, map_location=device, kind=kind)
     if state.get("kind") not in builders:
         raise CheckpointError(f"checkpoint {path} holds a model of kind {state.get('kind')!r}; known kinds: {sorted(builders)}")
-    model, guide, loss = builders[state["kind"]](state["kind"], state["config"])
+    check_config(state.get("config"), (schemas or {}).get(state["kind"], CONFIG_SECTIONS), path)
+    for section in ("model", "guide"):
+        if not isinstance(state.get(section), dict):
+            raise CheckpointError(f"checkpoint {path}: its {section!r} entry should be a state dict, got {type(state.get(section)).__name__}")
+    try:
+        model, guide, loss = builders[state["kind"]](state["kind"], state["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        what = f"config key {e.args[0]!r} is missing" if isinstance(e, KeyError) and e.args else _one_line(e)
+        raise CheckpointError(f"checkpoint {path}: its config does not rebuild a {state['kind']} model: {what}") from e
     model.to(device)
     guide.to(device)
     try:
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
     except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path} does not match the model rebuilt from its config: {e}") from e
+        raise CheckpointError(f"checkpoint {path} does not match the model rebuilt from its config: {_one_line(e)}") from e
     model.eval()
     guide.eval()
     pyro.clear_param_store()
@@ -224,6 +254,12 @@ def _may_change_on_resume(key: str) -> bool:
 
 def _train(recipe: Recipe, kind: str, args, device, context) -> int:
     main_rank = context is None or context.is_main
+    try:  # a usage error: refused before the run folder is made
+        recipe.check(kind, args, context)
+    except OptionError:
+        raise
+    except ValueError as e:
+        raise OptionError(str(e)) from e
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +276,6 @@ def _train_in_folder(recipe: Recipe, kind: str, args, device, context, out: Path
     import pyro
 
     main_rank = context is None or context.is_main
-    recipe.check(kind, args, context)
     data = recipe.load_data(kind, args)
     config = recipe.config(kind, args, data)
     config["data"] = data.config
@@ -258,6 +293,7 @@ def _train_in_folder(recipe: Recipe, kind: str, args, device, context, out: Path
     resumed_changes = []
     if args.resume and (out / LAST_CHECKPOINT).exists():
         saved = load_checkpoint(out / LAST_CHECKPOINT, map_location="cpu", kind=kind)["config"]
+        check_config(saved, recipe.config_schema(kind), out / LAST_CHECKPOINT)
         resumed_changes = config_changes(saved, config, ("model", "guide", "loss", "data", "train"))
         fixed = [c for c in resumed_changes if not _may_change_on_resume(c[0])]
         if fixed:

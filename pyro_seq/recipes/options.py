@@ -12,10 +12,16 @@ import math
 from typing import Any, Dict, Iterable, List, Optional
 
 __all__ = [
-    "OWN_MEANINGS", "RUN_OPTIONS", "SHARED_OPTIONS", "add_shared_options", "device_name", "finite_float", "int_list",
+    "OWN_MEANINGS", "OptionError", "RUN_OPTIONS", "SHARED_OPTIONS", "add_shared_options", "device_name", "finite_float", "int_list",
     "nonnegative_float", "nonnegative_int", "number", "positive_float", "positive_int", "probability_below_one",
     "seed_int", "unit_interval",
 ]
+
+
+class OptionError(ValueError):
+    """A combination of command-line options a family does not serve (raised by
+    :meth:`~pyro_seq.recipes.Recipe.check`, before anything runs): a usage error, which
+    ``pyro-seq`` reports as one line with exit status 2 like the parser's own errors."""
 
 
 def positive_int(text: str) -> int:

@@ -30,4 +30,6 @@ def load_model(path, device="cpu", kind: Optional[str] = None):
     :param str kind: the kind the checkpoint must hold (any registered kind if ``None``).
     :raises ~pyro_seq.training.checkpoint.CheckpointError: bad file or unknown kind.
     """
-    return restore({k: recipe.build for k, recipe in RECIPES.items()}, path, device, kind)
+    return restore(
+        {k: recipe.build for k, recipe in RECIPES.items()}, path, device, kind, {k: recipe.config_schema(k) for k, recipe in RECIPES.items()}
+    )

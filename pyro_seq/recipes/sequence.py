@@ -54,27 +54,34 @@ def make_warmup_loss(config: Dict[str, Any]):
     ``aux_weight`` over ``aux_steps`` steps).
     """
     from pyro_seq import losses
+    from pyro_seq.util import check_int, check_real
 
     kind = config.get("elbo", "meanfield")
     if kind not in ("trace", "meanfield", "iwae"):
         raise ValueError(f"loss elbo must be one of ['meanfield', 'trace', 'iwae'], got {kind!r}")
+    # each value checked under its config key, so that a bad one is named as the run config names it
+    num_particles = check_int("loss.num_particles", config.get("num_particles", 1), 1)
+    aux_weight = check_real("loss.aux_weight", config.get("aux_weight", 0.0), 0.0)
+    backward_weight = check_real("loss.backward_weight", config.get("backward_weight", 0.0), 0.0)
     if kind == "iwae":
         # the importance-weighted bound with num_particles samples per sequence; no warm-up
-        if float(config.get("aux_weight", 0.0)) or float(config.get("backward_weight", 0.0)):
+        if aux_weight or backward_weight:
             raise ValueError("--elbo iwae has no auxiliary cost; drop --aux-weight/--backward-weight")
-        return losses.IWAE_ELBO(num_particles=int(config.get("num_particles", 1)))
+        return losses.IWAE_ELBO(num_particles=num_particles)
     schedule = losses.LinearSchedule(
-        start=float(config.get("warmup_start", 0.2)), end=1.0, steps=int(config.get("warmup_steps", 1000))
+        start=check_real("loss.warmup_start", config.get("warmup_start", 0.2), 0.0, 1.0),
+        end=1.0,
+        steps=check_int("loss.warmup_steps", config.get("warmup_steps", 1000), 0),
     )
-    kwargs = dict(schedule=schedule, num_particles=int(config.get("num_particles", 1)))
-    aux_weight = float(config.get("aux_weight", 0.0))
-    backward_weight = float(config.get("backward_weight", 0.0))
+    kwargs = dict(schedule=schedule, num_particles=num_particles)
     if aux_weight == 0.0 and backward_weight == 0.0:
         cls = losses.WarmupTrace_ELBO if kind == "trace" else losses.WarmupTraceMeanField_ELBO
         return cls(**kwargs)
     aux_start = config.get("aux_start")
     aux_schedule = losses.LinearSchedule(
-        start=aux_weight if aux_start is None else float(aux_start), end=aux_weight, steps=int(config.get("aux_steps", 0))
+        start=aux_weight if aux_start is None else check_real("loss.aux_start", aux_start, 0.0),
+        end=aux_weight,
+        steps=check_int("loss.aux_steps", config.get("aux_steps", 0), 0),
     )
     cls = losses.ZForcingTrace_ELBO if kind == "trace" else losses.ZForcingTraceMeanField_ELBO
     return cls(aux_schedule=aux_schedule, backward_weight=backward_weight, **kwargs)
@@ -424,6 +431,30 @@ KIND_OPTIONS = {
 }
 _BUILDERS = {"srnn": build_srnn, "zforcing": build_zforcing, "lvae": build_lvae}
 
+#: What a checkpoint's run config of each kind holds (see :meth:`SequenceRecipe.config_schema`).
+_LOSS_SCHEMA = {
+    "loss.elbo": "?str", "loss.warmup_start": "?real", "loss.warmup_steps": "?int", "loss.num_particles": "?int",
+    "loss.aux_weight": "?real", "loss.aux_start": "?real|None", "loss.aux_steps": "?int", "loss.backward_weight": "?real",
+    "data.name": "?str", "data.data_root": "?str|None", "data.batch_size": "?int",
+}
+_FRAME_MODEL_SCHEMA = {"model.likelihood": "?str", "model.dropout": "?real", "model.emission": "?str", "model.min_scale": "?real"}
+_CONFIG_SCHEMAS = {
+    "srnn": {
+        "model.x_dim": "int", "model.d_dim": "int", "model.z_dim": "int", "model.hidden_dim": "int", **_FRAME_MODEL_SCHEMA,
+        "guide.kind": "?str", "guide.res_q": "?bool", "guide.a_dim": "?int|None", "guide.hidden_dim": "?int|None",
+        "guide.auxiliary": "?str|None",
+    },
+    "zforcing": {
+        "model.x_dim": "int", "model.emb_dim": "int", "model.h_dim": "int", "model.z_dim": "int", "model.hidden_dim": "int",
+        **_FRAME_MODEL_SCHEMA,
+        "guide.b_dim": "?int|None", "guide.hidden_dim": "?int|None", "guide.auxiliary": "?str|None", "guide.backward_prediction": "?bool",
+    },
+    "lvae": {
+        "model.x_dim": "int", "model.z_dims": "ints", "model.hidden_dims": "ints", "model.num_layers": "?int",
+        "model.batch_norm": "?bool", "guide.kind": "?str", "guide.share_top_down": "?bool",
+    },
+}
+
 
 class SequenceRecipe(Recipe):
     """SRNN, Z-Forcing and the Ladder VAE: sequences (or one-frame images) with warm-up ELBOs, tested with per-sequence bounds."""
@@ -470,6 +501,19 @@ class SequenceRecipe(Recipe):
     def check(self, kind, args, context):
         if args.stream_length:
             _check_streaming(args, context)
+        # option combinations refused before anything runs (the config builders refuse them too)
+        if kind == "srnn" and args.backward_weight > 0:
+            raise ValueError("--backward-weight: the SRNN guide has no backward prediction head (Z-Forcing only)")
+        if kind == "lvae":
+            if args.hidden_dims is not None and len(args.z_dims) != len(args.hidden_dims):
+                raise ValueError(f"--z-dims and --hidden-dims need one entry per layer, got {args.z_dims} and {args.hidden_dims}")
+            if args.aux_weight > 0 or args.backward_weight > 0:
+                raise ValueError("--aux-weight/--backward-weight are Z-Forcing options; the Ladder VAE has no auxiliary cost")
+            if args.guide == "bottom-up" and args.elbo == "meanfield":
+                raise ValueError(
+                    "--guide bottom-up: the bottom-up guide samples z_i before z_{i+1}, so the per-layer analytic KL of "
+                    "the meanfield ELBO is not valid for it; use --elbo trace"
+                )
 
     def load_data(self, kind, args):
         from pyro_seq.data import load_sequences, make_batches
@@ -528,6 +572,9 @@ class SequenceRecipe(Recipe):
 
     def build(self, kind, config):
         return _BUILDERS[kind](config)
+
+    def config_schema(self, kind):
+        return {**super().config_schema(kind), **_CONFIG_SCHEMAS[kind], **_LOSS_SCHEMA}
 
     def test(self, kind, args, out, device, trainer):
         if args.eval_samples <= 0:

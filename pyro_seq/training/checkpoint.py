@@ -18,6 +18,7 @@ carries::
     }
 """
 
+import math
 import os
 import pickle
 import random
@@ -32,6 +33,8 @@ import torch
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
+    "check_config",
+    "check_finite_weights",
     "remove_stale_temporaries",
     "save_checkpoint",
     "load_checkpoint",
@@ -180,6 +183,7 @@ def load_checkpoint(
     path: PathLike,
     map_location: Optional[Union[str, torch.device]] = "cpu",
     kind: Optional[str] = None,
+    check_finite: bool = True,
 ) -> Dict[str, Any]:
     """
     Read a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``.
@@ -187,9 +191,12 @@ def load_checkpoint(
     :param path: checkpoint file.
     :param map_location: passed to :func:`torch.load` (default ``"cpu"``).
     :param str kind: if given, the model kind the checkpoint must hold (e.g. ``"srnn"``).
+    :param bool check_finite: refuse NaN or infinite values in the ``"model"`` and ``"guide"``
+        state dicts (see :func:`check_finite_weights`).
     :returns: the checkpoint dict.
     :raises CheckpointError: if the file is missing, truncated or corrupt, is not a ``pyro_seq``
-        checkpoint, has an unsupported format version, or holds another model kind.
+        checkpoint, has an unsupported format version, holds another model kind, or (with
+        ``check_finite``) holds non-finite weights.
     """
     path = Path(path)
     if not path.exists():
@@ -219,7 +226,84 @@ def load_checkpoint(
         raise CheckpointError(
             f"checkpoint {path} holds a model of kind {state.get('kind')!r}, expected {kind!r}"
         )
+    if check_finite:
+        check_finite_weights(state, path)
     return state
+
+
+def check_finite_weights(state: Dict[str, Any], path: PathLike = "state", sections=("model", "guide")) -> None:
+    """
+    Refuse a checkpoint whose ``sections`` (state dicts) hold NaN or infinite floating-point
+    values, naming the first such tensor and how many bad values it holds.
+
+    :raises CheckpointError: e.g. ``checkpoint run/last.pt: model parameter 'emitter.0.weight'
+        has 12 NaN values``.
+    """
+    for section in sections:
+        tensors = state.get(section)
+        if not isinstance(tensors, dict):
+            continue
+        for name, t in tensors.items():
+            if not torch.is_tensor(t) or not (t.is_floating_point() or t.is_complex()):
+                continue
+            finite = torch.isfinite(t)
+            if bool(finite.all()):
+                continue
+            nan = int(torch.isnan(t).sum())
+            inf = int((~finite).sum()) - nan
+            counts = " and ".join(f"{n} {what} value{'s' if n != 1 else ''}" for n, what in ((nan, "NaN"), (inf, "infinite")) if n)
+            raise CheckpointError(
+                f"checkpoint {path}: {section} parameter {name!r} has {counts} (of {t.numel()}); "
+                "a model cannot be evaluated or trained on from it"
+            )
+
+
+#: Value kinds of :func:`check_config` schemas: name -> (test, description).
+_CONFIG_KINDS = {
+    "int": (lambda v: type(v) is int, "an int"),
+    "real": (lambda v: type(v) in (int, float) and math.isfinite(v), "a finite number"),
+    "bool": (lambda v: type(v) is bool, "a bool (true or false)"),
+    "str": (lambda v: type(v) is str, "a string"),
+    "dict": (lambda v: type(v) in (dict, OrderedDict), "a dict"),
+    "ints": (lambda v: type(v) in (list, tuple) and len(v) > 0 and all(type(i) is int for i in v), "a non-empty list of ints"),
+}
+
+
+def check_config(config: Any, schema: Dict[str, str], path: PathLike = "config") -> None:
+    """
+    Check a checkpoint's run config against ``schema`` before a model is rebuilt from it, so that a
+    damaged or hand-edited config is one line naming the key rather than a ``KeyError`` or
+    ``TypeError`` from inside a constructor.
+
+    :param dict schema: dotted key (``"model.z_dim"``) -> value kind: ``"int"``, ``"real"``,
+        ``"bool"``, ``"str"``, ``"dict"`` or ``"ints"``; ``"?"`` before the kind makes the key
+        optional, ``"|None"`` after it allows ``None`` (e.g. ``"?int|None"``). The parents of a key
+        must be dicts.
+    :raises CheckpointError: e.g. ``checkpoint X: config key 'model.z_dim' is missing`` or
+        ``... config key 'model.z_dim' should be an int, got 'abc'``.
+    """
+    if type(config) not in (dict, OrderedDict):
+        raise CheckpointError(f"checkpoint {path}: config should be a dict, got {type(config).__name__}")
+    for key, spec in schema.items():
+        optional, spec = spec.startswith("?"), spec.lstrip("?")
+        kind, _, none = spec.partition("|")
+        test, wanted = _CONFIG_KINDS[kind]
+        node, parts = config, key.split(".")
+        for i, part in enumerate(parts):
+            if type(node) not in (dict, OrderedDict):
+                parent = ".".join(parts[:i])
+                raise CheckpointError(f"checkpoint {path}: config key {parent!r} should be a dict, got {node!r:.80}")
+            if part not in node:
+                if optional:
+                    break
+                raise CheckpointError(f"checkpoint {path}: config key {key!r} is missing")
+            node = node[part]
+        else:
+            if node is None and none:
+                continue
+            if not test(node):
+                wanted += " or null" if none else ""
+                raise CheckpointError(f"checkpoint {path}: config key {key!r} should be {wanted}, got {node!r:.80}")
 
 
 # --------------------------------------------------------------------------------------------

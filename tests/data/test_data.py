@@ -304,7 +304,8 @@ def test_chorales_small_build(tmp_path):
     assert meta3["names"] == meta["names"]
 
 
-def test_chorales_missing_no_build(tmp_path):
+def test_chorales_missing_no_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # not the user's cache
     with pytest.raises(DataUnavailableError, match="chorales"):
         load_music("chorales", data_root=tmp_path, download=False)
 
@@ -447,3 +448,76 @@ def test_make_batches_on_music_dataset(data_root):
         train, batch_size=20, shuffle=True, seed=0, epoch=0, group_by_length=False
     )
     assert it.padding_efficiency() > 0.9 > ungrouped.padding_efficiency()
+
+
+def _tree(root):
+    """Every path under ``root`` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(root).rglob("*"))}
+
+
+def test_chorales_cache_goes_to_the_user_cache_keyed_by_the_corpus_checksum(tmp_path, monkeypatch):
+    from pyro_seq.data import chorales
+
+    # a read-only data root without a built copy: the set is built into the user cache folder
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    (root / "polyphonic_music").mkdir(parents=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    before = _tree(root)
+    built = []
+    fake = {s: [np.eye(88, dtype=np.float32)[:3]] for s in ("train", "valid", "test")}
+    meta = {"limit": None, "names": {s: [f"{s}.mxl"] for s in fake}}
+
+    def fake_build(path=False, workers=None, **kwargs):
+        built.append(1)
+        return fake, meta
+
+    monkeypatch.setattr(chorales, "build_chorales", fake_build)
+    monkeypatch.setattr(chorales, "source_checksum", lambda: "a" * 64)
+    root.chmod(0o555)
+    try:
+        data = chorales.load_chorales(data_root=root)
+        assert [len(data[s]) for s in fake] == [1, 1, 1] and len(built) == 1
+        path = cache / "pyro_seq" / "chorales" / f"chorales_v{chorales.CHORALES_VERSION}_{'a' * 16}.npz"
+        assert path.is_file() and chorales.chorales_cache_path() == path
+        assert _tree(root) == before  # nothing written under the data root
+        # the second load reads the cache; a changed corpus (another checksum) is built afresh
+        chorales.load_chorales(data_root=root, build=False)
+        assert len(built) == 1
+        monkeypatch.setattr(chorales, "source_checksum", lambda: "b" * 64)
+        with pytest.raises(DataUnavailableError, match="neither in the data root"):
+            chorales.load_chorales(data_root=root, build=False)
+        chorales.load_chorales(data_root=root)
+        assert len(built) == 2 and (path.parent / f"chorales_v{chorales.CHORALES_VERSION}_{'b' * 16}.npz").is_file()
+        assert _tree(root) == before
+    finally:
+        root.chmod(0o755)
+
+
+def test_chorales_copy_in_a_data_root_is_read_and_nothing_is_written_there(tmp_path, monkeypatch):
+    from conftest import shared_data_root
+
+    from pyro_seq.data.chorales import CHORALES_RELPATH, load_chorales
+
+    root = shared_data_root()
+    if root is None or not (Path(root) / CHORALES_RELPATH).is_file():
+        pytest.skip("no built chorales copy under the shared data root")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    before = _tree(Path(root) / "chorales")
+    data = load_chorales(data_root=root, build=False)
+    assert sum(len(v) for v in data.values()) >= 350
+    assert _tree(Path(root) / "chorales") == before and not (tmp_path / "cache").exists()
+
+
+def test_chorales_source_checksum_follows_the_corpus(tmp_path, monkeypatch):
+    pytest.importorskip("music21")
+    from pyro_seq.data import chorales
+
+    real = chorales.source_checksum()
+    assert real is not None and len(real) == 64 and real == chorales.source_checksum()
+    corpus = tmp_path / "bach"
+    corpus.mkdir()
+    (corpus / "bwv1.mxl").write_bytes(b"one")
+    monkeypatch.setattr(chorales, "_corpus_folder", lambda: corpus)
+    first = chorales.source_checksum()
+    (corpus / "bwv1.mxl").write_bytes(b"two")
+    assert chorales.source_checksum() not in (first, real)

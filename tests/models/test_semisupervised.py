@@ -327,7 +327,7 @@ def test_cli_train_and_resume(tmp_path):
     assert main(["sample", str(out / "last.pt"), "--num", "2", "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "samples.png").exists() and (tmp_path / "s" / "a_pca.png").exists()
     assert np.load(tmp_path / "s" / "samples.npy").shape == (20, 8, 8)
-    assert main(["train", "m2", "--data", "omniglot", "--out", str(tmp_path / "x")]) == 1
+    assert main(["train", "m2", "--data", "omniglot", "--out", str(tmp_path / "x")]) == 2  # a usage error
 
 
 # ------------------------------------------------------------- auxiliary-variable wrapper

@@ -274,9 +274,10 @@ def test_command_line_train_evaluate_sample(tmp_path):
     assert state["config"]["guide"] == {"b_dim": None, "hidden_dim": 8, "auxiliary": "hz", "backward_prediction": True}
     assert main(["evaluate", str(out / "best.pt"), "--num-samples", "3", "--max-sequences", "2", "--device", "cpu"]) == 0
     assert main(["sample", str(out / "best.pt"), "--num", "1", "--steps", "5", "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
-    # a bad option value is a one-line error and exit status 1 (not argparse's usage dump and 2)
-    assert main(["train", "srnn", "--out", str(tmp_path / "x"), "--backward-weight", "1", "--auxiliary", "q"]) == 1
-    assert main(["train", "srnn", "--out", str(tmp_path / "x"), "--backward-weight", "1"]) == 1
+    # a bad option value is a one-line error (not argparse's usage dump) and exit status 2
+    assert main(["train", "srnn", "--out", str(tmp_path / "x"), "--backward-weight", "1", "--auxiliary", "q"]) == 2
+    assert main(["train", "srnn", "--out", str(tmp_path / "x"), "--backward-weight", "1"]) == 2
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])

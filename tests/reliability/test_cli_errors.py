@@ -1,5 +1,6 @@
 """
-A bad command line, or a checkpoint of another model, is one error line and status 1.
+A bad command line is one error line and status 2 (a usage error, argparse's convention); a
+checkpoint of another model is one error line and status 1 (an expected failure at run time).
 """
 
 import re
@@ -41,11 +42,11 @@ BAD_COMMAND_LINES = {
 
 
 @pytest.mark.parametrize("kind", list(BAD_COMMAND_LINES))
-def test_bad_command_line_is_one_error_line_and_status_1(tmp_path, capsys, kind):
+def test_bad_command_line_is_one_error_line_and_status_2(tmp_path, capsys, kind):
     argv, match = BAD_COMMAND_LINES[kind]
     argv = [a.replace("OUT", str(tmp_path / "out")).replace("CKPT", str(tmp_path / "c.pt")) for a in argv]
     status, lines = cli_error(argv, capsys)
-    assert status == 1 and len(lines) == 1, lines
+    assert status == 2 and len(lines) == 1, lines
     assert lines[0].startswith("pyro-seq: error: ") and re.search(match, lines[0]), lines
     assert not (tmp_path / "out").exists()  # nothing was started
     record("command line", argv[0] if argv[0] in ("train", "evaluate", "sample") else "pyro-seq", "main", kind, True)

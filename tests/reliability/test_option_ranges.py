@@ -1,7 +1,7 @@
 """
 Every numeric option of every ``pyro-seq train`` kind is checked by the parser: a value out of its
-range, NaN or infinity is one error line naming the option and the range, before any data is read
-or any folder made. The cases are generated from the parser itself, so a new option is covered.
+range, NaN or infinity is one error line naming the option and the range, and exit status 2 (a
+usage error), before any data is read or any folder made. The cases are generated from the parser itself, so a new option is covered.
 """
 
 import argparse
@@ -62,7 +62,7 @@ def test_every_numeric_option_has_a_range_checked_type():
 def test_out_of_range_option_is_one_line_before_anything_runs(tmp_path, capsys, kind, option, value, nargs):
     out = tmp_path / "out"
     status, lines = cli_error(["train", kind, "--out", str(out), option, *[value] * nargs], capsys)
-    assert status == 1 and len(lines) == 1, lines
+    assert status == 2 and len(lines) == 1, lines
     assert f"argument {option}" in lines[0] and "must be" in lines[0], lines
     assert not out.exists()
     record("option ranges", kind, option, value, True)
@@ -71,5 +71,5 @@ def test_out_of_range_option_is_one_line_before_anything_runs(tmp_path, capsys, 
 @pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu"])
 def test_an_unknown_device_is_one_line(tmp_path, capsys, device):
     status, lines = cli_error(["train", "srnn", "--out", str(tmp_path / "out"), "--device", device], capsys)
-    assert status == 1 and len(lines) == 1 and "argument --device" in lines[0], lines
+    assert status == 2 and len(lines) == 1 and "argument --device" in lines[0], lines
     record("option ranges", "srnn", "--device", device, True)

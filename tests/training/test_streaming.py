@@ -152,5 +152,5 @@ def test_cli_streams_training_and_evaluation(tmp_path, capsys, kind):
 ])  # fmt: skip
 def test_cli_refuses_what_it_cannot_stream(tmp_path, capsys, extra, message):
     argv = ["train", extra[0], "--data", "chorales", "--out", str(tmp_path / "x"), *extra[1:]]
-    assert main(argv) == 1
+    assert main(argv) == 2  # a usage error, refused before anything runs
     assert message in capsys.readouterr().err

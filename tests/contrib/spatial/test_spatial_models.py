@@ -167,7 +167,7 @@ def test_cli_trains_resumes_and_evaluates(tmp_path, monkeypatch):
     assert main(["evaluate", str(out / "best.pt"), "--output", str(tmp_path / "e.json")]) == 0
     again = json.loads((tmp_path / "e.json").read_text())
     assert set(again["test"]) == set(record["test"])
-    assert main(["train", "cnn", "--stochastic-attention", "--out", str(tmp_path / "x")]) == 1  # an rnn-spn option
+    assert main(["train", "cnn", "--stochastic-attention", "--out", str(tmp_path / "x")]) == 2  # an rnn-spn option: a usage error
 
 
 def test_attention_networks_learn_at_a_scaled_rate():
