@@ -159,6 +159,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"pyro-seq: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (CheckpointError, DataError, NonFiniteLossError, ValueError) as e:
-        logger.error("%s", e)
         print(f"pyro-seq: error: {e}", file=sys.stderr)
         return EXIT_FAILURE

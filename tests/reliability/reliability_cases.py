@@ -450,9 +450,13 @@ def cached_build(pair):
 
 
 def cli_error(argv, capsys):
-    """Run ``main(argv)``; return its exit status and the lines it wrote to stderr."""
+    """
+    Run ``main(argv)``; return its exit status and the lines it wrote to stderr, less the progress
+    log's INFO and WARNING lines (so an extra ERROR line or a traceback counts against one line).
+    """
     capsys.readouterr()
     status = main(argv)
-    return status, [line for line in capsys.readouterr().err.splitlines() if line.startswith("pyro-seq")]
+    progress = re.compile(r"^\d\d:\d\d:\d\d (INFO|WARNING) ")
+    return status, [line for line in capsys.readouterr().err.splitlines() if line.strip() and not progress.match(line)]
 
 
