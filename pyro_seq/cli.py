@@ -132,22 +132,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Entry point of ``pyro-seq`` (``python -m pyro_seq``).
 
     :param argv: arguments (default ``sys.argv[1:]``).
-    :returns: exit status: 0 on success, 1 for an expected failure (bad checkpoint, missing data,
+    :returns: exit status: 0 on success, 128 + the signal's number for a run stopped by SIGINT
+        (130) or SIGTERM (143), 1 for an expected failure (bad checkpoint, missing data,
         diverged training, bad command line: unknown command, model, data set or option, or a bad
         value), reported as one ``pyro-seq: error:`` line.
     """
     from pyro_seq.data import DataError
     from pyro_seq.training.checkpoint import CheckpointError
-    from pyro_seq.training.trainer import NonFiniteLossError
+    from pyro_seq.training.trainer import NonFiniteLossError, TrainingInterrupted
 
     try:
         args = build_parser().parse_args(argv)
     except UsageError as e:
         print(f"pyro-seq: error: {e}", file=sys.stderr)
         return 1
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume command of a stopped run
     _setup_logging(args.log_level)
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as e:  # SIGINT / SIGTERM: what was kept and how to resume
+        print(f"pyro-seq: {e}", file=sys.stderr)
+        return e.exit_status
     except (CheckpointError, DataError, NonFiniteLossError, ValueError) as e:
         logger.error("%s", e)
         print(f"pyro-seq: error: {e}", file=sys.stderr)
