@@ -299,7 +299,7 @@ def train(recipe: Recipe, kind: str, args) -> int:
         try:
             return _train(recipe, kind, args, device, context, run)
         except _StopNow as stop:
-            raise run.stopped_now(stop) from None
+            raise TrainingInterrupted(f"{run.stopped_now(stop)}; {again}", stop.signum) from None
         except TrainingInterrupted as e:
             raise TrainingInterrupted(f"{e}; {again}", e.signum) from None
         except RunOutputError as e:
