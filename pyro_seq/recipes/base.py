@@ -33,7 +33,16 @@ from pyro_seq.training.run_folder import (
     resume_command,
     write_text_atomic,
 )
-from pyro_seq.training.trainer import LAST_CHECKPOINT, LOG_FILE, RunOutputError, Trainer, TrainingInterrupted, resolve_device, signal_name
+from pyro_seq.training.trainer import (
+    LAST_CHECKPOINT,
+    LOG_FILE,
+    RunOutputError,
+    Trainer,
+    TrainingInterrupted,
+    check_log_file,
+    resolve_device,
+    signal_name,
+)
 
 __all__ = ["Recipe", "RunData", "append_jsonl", "evaluation_path", "resolved_path", "restore", "train"]
 
@@ -381,6 +390,8 @@ def _train_in_folder(recipe: Recipe, kind: str, args, device, context, out: Path
                 "start a new run (another --out, or --overwrite)"
             )
 
+    if args.resume and main_rank:
+        check_log_file(out / LOG_FILE)  # before anything in the folder changes
     pyro.set_rng_seed(args.seed)
     model, guide, loss = recipe.build(kind, config)
     recipe.prepare(kind, args, model, guide, config, out)

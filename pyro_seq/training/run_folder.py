@@ -74,7 +74,10 @@ class RunFolderLock:
             handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
             handle.flush()
         except OSError as e:  # e.g. a full disk: fail now, before any data is read
-            handle.close()
+            try:
+                handle.close()  # flushes again, and fails again
+            except OSError:
+                pass
             raise RunFolderError(f"cannot write in the run folder {self.path.parent}: {e.strerror or e}") from None
         self._file = handle
         return self

@@ -61,6 +61,7 @@ __all__ = [
     "TrainingInterrupted",
     "RunOutputError",
     "LogFileError",
+    "check_log_file",
     "resolve_device",
     "default_eval_fn",
     "LAST_CHECKPOINT",
@@ -124,6 +125,45 @@ class RunOutputError(RuntimeError):
 class LogFileError(ValueError):
     """``log.jsonl`` of a run to resume holds lines that are not JSON records (other than a last
     line cut short by an interruption, which is dropped)."""
+
+
+def _log_lines(path: Path) -> Tuple[List[str], Optional[str]]:
+    """
+    The complete lines of a ``log.jsonl`` and the text of a last line cut short (no newline: a
+    write interrupted by a kill or a full disk), or ``None``.
+    """
+    text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    tail = lines.pop()  # "" when the file ends with a newline
+    tail = tail.strip("\x00 \t\r")  # a crash can leave zeros at the end of a file
+    return lines, (tail or None)
+
+
+def check_log_file(path: Union[str, os.PathLike]) -> None:
+    """
+    Refuse a run's ``log.jsonl`` (to resume) whose complete lines are not all JSON records. A last
+    line cut short by an interruption is fine: the resumed trainer drops it. A missing file is fine.
+
+    :raises LogFileError: naming the file and the first bad line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    lines, _ = _log_lines(path)
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            shown = line.strip()
+            shown = shown[:40] + "..." if len(shown) > 40 else shown
+            raise LogFileError(
+                f"{path} line {number} is not a JSON record ({shown!r}); this log was not written by "
+                f"pyro-seq or was edited: repair or remove that line (or move the file away) and resume again"
+            )
 
 
 def signal_name(signum: Optional[int]) -> str:
@@ -630,42 +670,11 @@ class Trainer:
             raise self._write_failed(e, path) from None
 
     def _log_lines(self) -> Tuple[List[str], Optional[str]]:
-        """
-        The complete lines of ``log.jsonl`` and the text of a last line cut short (no newline: a
-        write interrupted by a kill or a full disk), or ``None``.
-        """
-        data = self._log_path().read_bytes()
-        text = data.decode("utf-8", errors="replace")
-        lines = text.split("\n")
-        tail = lines.pop()  # "" when the file ends with a newline
-        tail = tail.strip("\x00 \t\r")  # a crash can leave zeros at the end of a file
-        return lines, (tail or None)
+        return _log_lines(self._log_path())
 
     def _check_log(self) -> None:
-        """
-        Refuse a ``log.jsonl`` to resume whose complete lines are not all JSON records (a last line
-        cut short by an interruption is fine: :meth:`_trim_log` drops it).
-
-        :raises LogFileError: naming the file and the first bad line.
-        """
-        path = self._log_path()
-        if path is None or not path.exists():
-            return
-        lines, _ = self._log_lines()
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if not isinstance(record, dict):
-                shown = line.strip()
-                shown = shown[:40] + "..." if len(shown) > 40 else shown
-                raise LogFileError(
-                    f"{path} line {number} is not a JSON record ({shown!r}); this log was not written by "
-                    f"pyro-seq or was edited: repair or remove that line (or move the file away) and resume again"
-                )
+        if self._log_path() is not None:
+            check_log_file(self._log_path())
 
     def _trim_log(self) -> None:
         """
