@@ -141,20 +141,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     :returns: exit status: 0 on success, 2 for a usage error (unknown command, model, data set or
         option, a value of the wrong type or out of range, a bad ``--device``, options that do not
         go together), 1 for an expected failure at run time (bad checkpoint, missing data, diverged
-        training); either is reported as one ``pyro-seq: error:`` line.
+        training), 128 + the signal's number for a run stopped by SIGINT (130) or SIGTERM (143);
+        each is reported as one ``pyro-seq:`` line.
     """
     from pyro_seq.data import DataError
     from pyro_seq.training.checkpoint import CheckpointError
-    from pyro_seq.training.trainer import NonFiniteLossError
+    from pyro_seq.training.trainer import NonFiniteLossError, TrainingInterrupted
 
     try:
         args = build_parser().parse_args(argv)
     except UsageError as e:
         print(f"pyro-seq: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume command of a stopped run
     _setup_logging(args.log_level)
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as e:  # SIGINT / SIGTERM: what was kept and how to resume
+        print(f"pyro-seq: {e}", file=sys.stderr)
+        return e.exit_status
     except OptionError as e:
         print(f"pyro-seq: error: {e}", file=sys.stderr)
         return EXIT_USAGE

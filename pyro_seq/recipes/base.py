@@ -12,6 +12,9 @@ these for all kinds.
 
 import json
 import logging
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
@@ -20,8 +23,26 @@ import torch
 
 from pyro_seq.recipes.options import RUN_OPTIONS, OptionError
 from pyro_seq.training.checkpoint import CheckpointError, check_config, load_checkpoint
-from pyro_seq.training.run_folder import RunFolderError, RunFolderLock, claim_run_folder, config_changes, describe_changes
-from pyro_seq.training.trainer import LAST_CHECKPOINT, LOG_FILE, Trainer, resolve_device
+from pyro_seq.training.run_folder import (
+    RunFolderError,
+    RunFolderLock,
+    claim_run_folder,
+    config_changes,
+    describe_changes,
+    make_run_folder,
+    resume_command,
+    write_text_atomic,
+)
+from pyro_seq.training.trainer import (
+    LAST_CHECKPOINT,
+    LOG_FILE,
+    RunOutputError,
+    Trainer,
+    TrainingInterrupted,
+    check_log_file,
+    resolve_device,
+    signal_name,
+)
 
 __all__ = ["Recipe", "RunData", "append_jsonl", "evaluation_path", "resolved_path", "restore", "train"]
 
@@ -219,12 +240,84 @@ def restore(builders: Dict[str, Callable], path, device="cpu", kind: Optional[st
     return model, guide, loss, state
 
 
+class _StopNow(BaseException):
+    """A stop that cannot wait for a step boundary (before or after training, or a second signal);
+    a ``BaseException``, like :class:`KeyboardInterrupt`, so that no ``except Exception`` holds it."""
+
+    def __init__(self, signum: int, again: bool = False):
+        super().__init__(signum)
+        self.signum, self.again = signum, again
+
+
+class _Run:
+    """
+    What :func:`train` knows of its run while it goes (the trainer, the phase), and its SIGINT /
+    SIGTERM handler: during training the first signal asks the trainer to stop at the next step
+    boundary (:meth:`~pyro_seq.training.Trainer.request_stop`); before or after training, or at a
+    second signal before the trainer's last checkpoint is being written, the run stops at once
+    (a checkpoint being written is finished first: :func:`~pyro_seq.training.checkpoint.hold_signals`).
+    """
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.trainer: Optional[Trainer] = None
+        self.phase = "setup"  # setup -> fit -> test
+        self.signum: Optional[int] = None
+
+    def handle(self, signum, frame) -> None:
+        first = self.signum is None
+        self.signum = self.signum or signum
+        if self.phase == "fit" and self.trainer is not None:
+            if self.trainer.stopping:
+                return  # its checkpoint is being written; it stops right after
+            if first:
+                self.trainer.request_stop(signum)
+                logger.info("%s: stopping after the current step, then saving %s (send it again to stop at once)", signal_name(signum), LAST_CHECKPOINT)
+                return
+        raise _StopNow(signum, again=not first)
+
+    def kept(self) -> str:
+        if self.trainer is not None:
+            return self.trainer.kept()
+        if (self.out / LAST_CHECKPOINT).exists():
+            return f"the run's {LAST_CHECKPOINT} is as it was"
+        return "no checkpoint was written"
+
+    def stopped_now(self, stop: _StopNow) -> TrainingInterrupted:
+        name = signal_name(stop.signum)
+        if self.phase == "setup":
+            text = f"stopped by {name} before training started; {self.kept()}"
+        elif self.phase == "test":
+            text = f"stopped by {name} after training, before the test finished; the run's checkpoints are complete ({self.kept()})"
+        else:
+            t = self.trainer
+            text = f"stopped at once by a second {name} at epoch {t.epoch + 1}, step {t.global_step}; {self.kept()}"
+        return TrainingInterrupted(text, stop.signum)
+
+
+def _argv(args) -> list:
+    """The command line of ``args`` (set by the ``pyro-seq`` command), else ``sys.argv``."""
+    argv = getattr(args, "argv", None)
+    return list(sys.argv[1:] if argv is None else argv)
+
+
 def train(recipe: Recipe, kind: str, args) -> int:
     """
     Train one run of ``kind`` from parsed options ``args`` (the shared options of
     :data:`~pyro_seq.recipes.options.SHARED_OPTIONS` and the family's own), then test it.
 
+    In one process (not ``--distributed``) and the main thread, SIGINT and SIGTERM stop the run
+    cleanly: during training at the next step boundary, with ``last.pt`` written there (see
+    :meth:`~pyro_seq.training.Trainer.request_stop`); a second signal, or one before or after
+    training, stops it at once. Either way the run folder's lock is released and
+    :class:`~pyro_seq.training.TrainingInterrupted` says what was kept and how to resume.
+
     :returns: the exit status (0).
+    :raises ~pyro_seq.training.TrainingInterrupted: stopped by a signal (exit status 128 +
+        the signal's number); the message ends with the command that resumes the run.
+    :raises ~pyro_seq.training.run_folder.RunFolderError: the run folder cannot be made or
+        written (a full disk, a read-only file system, ...): the message names the file and what
+        was kept.
     """
     context = None
     if getattr(args, "distributed", False):
@@ -235,11 +328,44 @@ def train(recipe: Recipe, kind: str, args) -> int:
             logging.getLogger("pyro_seq").setLevel(logging.WARNING)
     else:
         device = resolve_device(args.device)
+    run = _Run(Path(args.out))
+    handlers = {}
+    if context is None and threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handlers[signum] = signal.signal(signum, run.handle)
+    again = f"resume with: {resume_command(_argv(args), args.out)}"
     try:
-        return _train(recipe, kind, args, device, context)
+        try:
+            return _train(recipe, kind, args, device, context, run)
+        except _StopNow as stop:
+            raise TrainingInterrupted(f"{run.stopped_now(stop)}; {again}", stop.signum) from None
+        except TrainingInterrupted as e:
+            raise TrainingInterrupted(f"{e}; {again}", e.signum) from None
+        except RunOutputError as e:
+            raise RunFolderError(f"{e}; when that is fixed, {again}") from None
+        except OSError as e:
+            if e.filename is None or not _inside(e.filename, run.out):
+                raise
+            raise RunFolderError(f"{_reason(e)} writing {e.filename}; {run.kept()}; when that is fixed, {again}") from None
     finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
         if context is not None and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _inside(path, folder: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(folder.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def _reason(error: OSError) -> str:
+    """``"no space left on device"`` from an OSError."""
+    text = (error.strerror or str(error)).rstrip(".")
+    return text[:1].lower() + text[1:]
 
 
 #: Run-config entries (or prefixes ending in ".") a ``--resume`` may change: they are applied from
@@ -252,7 +378,7 @@ def _may_change_on_resume(key: str) -> bool:
     return any(key.startswith(k) if k.endswith(".") else key == k for k in RESUME_MAY_CHANGE)
 
 
-def _train(recipe: Recipe, kind: str, args, device, context) -> int:
+def _train(recipe: Recipe, kind: str, args, device, context, run: _Run) -> int:
     main_rank = context is None or context.is_main
     try:  # a usage error: refused before the run folder is made
         recipe.check(kind, args, context)
@@ -260,19 +386,15 @@ def _train(recipe: Recipe, kind: str, args, device, context) -> int:
         raise
     except ValueError as e:
         raise OptionError(str(e)) from e
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunFolderError(f"--out {out}: cannot make the run folder ({e.strerror or e})") from e
+    out = make_run_folder(args.out)
     if not main_rank:  # rank 0 holds the folder for the run
-        return _train_in_folder(recipe, kind, args, device, context, out)
-    with RunFolderLock(out):
+        return _train_in_folder(recipe, kind, args, device, context, out, run)
+    with RunFolderLock(out):  # the folder is writable: checked before any data is read
         claim_run_folder(out, resume=args.resume, overwrite=getattr(args, "overwrite", False))
-        return _train_in_folder(recipe, kind, args, device, context, out)
+        return _train_in_folder(recipe, kind, args, device, context, out, run)
 
 
-def _train_in_folder(recipe: Recipe, kind: str, args, device, context, out: Path) -> int:
+def _train_in_folder(recipe: Recipe, kind: str, args, device, context, out: Path, run: _Run) -> int:
     import pyro
 
     main_rank = context is None or context.is_main
@@ -304,11 +426,13 @@ def _train_in_folder(recipe: Recipe, kind: str, args, device, context, out: Path
                 "start a new run (another --out, or --overwrite)"
             )
 
+    if args.resume and main_rank:
+        check_log_file(out / LOG_FILE)  # before anything in the folder changes
     pyro.set_rng_seed(args.seed)
     model, guide, loss = recipe.build(kind, config)
     recipe.prepare(kind, args, model, guide, config, out)
     if main_rank:
-        (out / "config.json").write_text(json.dumps({"kind": kind, **config}, indent=2) + "\n")
+        write_text_atomic(out / "config.json", json.dumps({"kind": kind, **config}, indent=2) + "\n")
     trainer = Trainer(
         model,
         guide,
@@ -349,7 +473,11 @@ def _train_in_folder(recipe: Recipe, kind: str, args, device, context, out: Path
             args.batch_size,
         )
     start = time.perf_counter()
+    run.trainer, run.phase = trainer, "fit"
     summary = trainer.fit(args.epochs)
+    run.phase = "test"
+    if trainer.stop_requested:  # asked during the last epoch's validation: training ended anyway
+        raise _StopNow(run.signum or signal.SIGINT)
     best = summary["best_valid"]
     logger.info(
         "training done: %d epochs, %d steps, best valid %s at epoch %s (%.1fs this session, %.1fs in all)",
@@ -365,6 +493,6 @@ def _train_in_folder(recipe: Recipe, kind: str, args, device, context, out: Path
     record = recipe.test(kind, args, out, device, trainer)
     if record is not None:
         append_jsonl(out / LOG_FILE, {"event": "test", **record})
-        (out / "test.json").write_text(json.dumps({"event": "test", **record}, indent=2) + "\n")
+        write_text_atomic(out / "test.json", json.dumps({"event": "test", **record}, indent=2) + "\n")
     return 0
 

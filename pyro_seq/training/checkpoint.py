@@ -18,11 +18,14 @@ carries::
     }
 """
 
+import contextlib
 import math
 import os
 import pickle
 import random
+import signal
 import tempfile
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -37,6 +40,7 @@ __all__ = [
     "check_finite_weights",
     "remove_stale_temporaries",
     "save_checkpoint",
+    "hold_signals",
     "load_checkpoint",
     "get_rng_state",
     "set_rng_state",
@@ -107,7 +111,8 @@ def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> Path:
     Write ``state`` to ``path`` atomically: the data goes to a temporary file in the same
     directory, which is flushed, fsync'ed and then renamed over ``path`` with :func:`os.replace`
     (the directory is fsync'ed too). A failure at any point leaves a previous file at ``path``
-    intact and removes the temporary file.
+    intact and removes the temporary file. SIGINT and SIGTERM are held back while the file is
+    written (in the main thread), so a Ctrl-C lands after the write, never in the middle of it.
 
     If ``state`` lacks the ``"pyro_seq_checkpoint"`` marker or ``"format_version"``, they are added
     (to a shallow copy).
@@ -119,6 +124,8 @@ def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> Path:
     :rtype: pathlib.Path
     :raises TypeError: if ``state`` holds a value that could not be loaded with
         ``weights_only=True``.
+    :raises OSError: if the file cannot be written (e.g. ``ENOSPC`` on a full disk, ``EROFS``);
+        the error names ``path``, whatever step failed.
     """
     if not isinstance(state, dict):
         raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
@@ -128,22 +135,82 @@ def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> Path:
     _check_safe(state)
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
+    with hold_signals():
         try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as e:
+            raise _named(e, path) from None
+        writer = None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                writer = _RecordingWriter(f)
+                torch.save(state, writer)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_name, path)
+        except BaseException as e:
+            try:
+                os.unlink(tmp_name)
+            except FileNotFoundError:
+                pass
+            # torch.save reports a failed write (a full disk) as an opaque RuntimeError
+            error = writer.error if writer is not None and writer.error is not None else e
+            if isinstance(error, OSError):
+                raise _named(error, path) from None
+            raise
+        _fsync_dir(path.parent)
     return path
+
+
+class _RecordingWriter:
+    """A file object for :func:`torch.save` that keeps the first :class:`OSError` of a write."""
+
+    def __init__(self, f):
+        self._f = f
+        self.error: Optional[OSError] = None
+
+    def write(self, data):
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self):
+        return self._f.flush()
+
+
+def _named(error: OSError, path: Path) -> OSError:
+    """``error`` as an :class:`OSError` of the same kind naming ``path`` (the file being written)."""
+    if error.errno is None:
+        return error
+    return type(error)(error.errno, error.strerror, str(path))
+
+
+@contextlib.contextmanager
+def hold_signals():
+    """
+    Hold SIGINT and SIGTERM back (they are delivered when the block ends), so that a Ctrl-C
+    during a checkpoint write does not cut it short: the write completes or fails on its own.
+    Only in the main thread of a platform with :func:`signal.pthread_sigmask`; blocks nest (the
+    signals wait for the outermost one to end).
+
+    Example::
+
+        with hold_signals():
+            save_checkpoint(out / "last.pt", state)
+            saved_epoch = state["epoch"]  # a signal handler that runs next sees it
+    """
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # --------------------------------------------------------------------------------------------

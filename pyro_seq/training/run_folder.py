@@ -14,7 +14,17 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from pyro_seq.training.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, LOG_FILE
 
-__all__ = ["LOCK_FILE", "RUN_FILES", "RunFolderError", "RunFolderLock", "claim_run_folder", "config_changes"]
+__all__ = [
+    "LOCK_FILE",
+    "RUN_FILES",
+    "RunFolderError",
+    "RunFolderLock",
+    "claim_run_folder",
+    "config_changes",
+    "make_run_folder",
+    "resume_command",
+    "write_text_atomic",
+]
 
 #: The lock file inside a run folder (it stays; the lock is the ``flock`` on it, released when the
 #: process ends, however it ends).
@@ -57,11 +67,18 @@ class RunFolderLock:
             raise RunFolderError(
                 f"run folder {self.path.parent} is in use by {holder}; wait for that run to end, or choose another --out"
             ) from None
-        handle.seek(0)
-        handle.truncate()
         command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+            handle.flush()
+        except OSError as e:  # e.g. a full disk: fail now, before any data is read
+            try:
+                handle.close()  # flushes again, and fails again
+            except OSError:
+                pass
+            raise RunFolderError(f"cannot write in the run folder {self.path.parent}: {e.strerror or e}") from None
         self._file = handle
         return self
 
@@ -127,3 +144,73 @@ def describe_changes(changes: List[Tuple[str, Any, Any]], limit: Optional[int] =
     shown = changes if limit is None else changes[:limit]
     text = ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in shown)
     return text + (f" and {len(changes) - len(shown)} more" if limit is not None and len(changes) > limit else "")
+
+
+def make_run_folder(folder) -> Path:
+    """
+    Make the run folder ``folder`` (and its parents) if missing.
+
+    :raises RunFolderError: one line naming the path and the reason: it is a file, a parent is a
+        file, the file system is read-only or does not allow new folders there (``/proc``), ...
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"--out {folder}: cannot make the run folder (it is a file); choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(f"--out {folder}: cannot make the run folder ({e.strerror or e})") from None
+    return folder
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """
+    Write ``text`` to ``path`` through a temporary file renamed over it: a failed write (a full
+    disk) leaves an earlier file intact and no temporary file behind.
+
+    :raises OSError: naming ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise type(e)(e.errno, e.strerror, str(path)) if e.errno is not None else e from None
+    return path
+
+
+_DROPPED_FLAGS = ("--resume", "--overwrite")
+
+
+def resume_command(argv: Iterable[str], out, program: str = "pyro-seq") -> str:
+    """
+    The command line that resumes a run: ``argv`` (the arguments after the program name) without
+    ``--resume``, ``--overwrite`` and ``--out DIR``, then ``--resume --out DIR``; quoted for a
+    POSIX shell.
+
+    :param argv: the arguments of the interrupted command.
+    :param out: the run folder.
+    """
+    import shlex
+
+    kept, tokens = [], list(argv)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token in _DROPPED_FLAGS:
+            i += 1
+            continue
+        if token == "--out":
+            i += 2
+            continue
+        if token.startswith("--out="):
+            i += 1
+            continue
+        kept.append(token)
+        i += 1
+    return " ".join(shlex.quote(t) for t in [program, *kept, "--resume", "--out", str(out)])

@@ -43,11 +43,31 @@ from tqdm.auto import tqdm
 
 from pyro_seq.bounds import evaluate
 from pyro_seq.data.batching import to_device
-from pyro_seq.training.checkpoint import CheckpointError, get_rng_state, load_checkpoint, remove_stale_temporaries, save_checkpoint, set_rng_state
+from pyro_seq.training.checkpoint import (
+    CheckpointError,
+    get_rng_state,
+    hold_signals,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+    set_rng_state,
+)
 from pyro_seq.training.distributed import DistributedContext, ELBOStep, rank_seed, shard_batches
 from pyro_seq.util import claim_pyro_name, pyro_param_names
 
-__all__ = ["Trainer", "NonFiniteLossError", "resolve_device", "default_eval_fn", "LAST_CHECKPOINT", "BEST_CHECKPOINT", "LOG_FILE"]
+__all__ = [
+    "Trainer",
+    "NonFiniteLossError",
+    "TrainingInterrupted",
+    "RunOutputError",
+    "LogFileError",
+    "check_log_file",
+    "resolve_device",
+    "default_eval_fn",
+    "LAST_CHECKPOINT",
+    "BEST_CHECKPOINT",
+    "LOG_FILE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +87,93 @@ _WEIGHT_KEYS = ("aux_weight", "dis_update", "dec_update")
 
 class NonFiniteLossError(RuntimeError):
     """Raised when too many consecutive SVI steps had a non-finite loss or gradient."""
+
+
+class TrainingInterrupted(Exception):
+    """
+    Raised by :meth:`Trainer.fit` when a stop was asked for with :meth:`Trainer.request_stop`
+    (e.g. by a SIGINT handler): the trainer stopped at a step boundary and wrote ``last.pt``
+    there (or, where a run cannot resume mid-epoch, kept the one of the last completed epoch).
+    The message says where it stopped and what ``last.pt`` holds.
+
+    :ivar int signum: the signal that asked for the stop (``None``: none).
+    :ivar int exit_status: the conventional exit status, ``128 + signum`` (130 for SIGINT, 143
+        for SIGTERM), else 1.
+    """
+
+    def __init__(self, message: str, signum: Optional[int] = None):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_status = 128 + int(signum) if signum else 1
+
+
+class RunOutputError(RuntimeError):
+    """
+    A file of the run folder (a checkpoint, ``log.jsonl``) could not be written (a full disk, a
+    read-only file system, ...). The message names the file, the operating system's reason and
+    what was kept (``last.pt`` of an earlier epoch is intact: checkpoints are replaced
+    atomically).
+
+    :ivar str path: the file that could not be written.
+    """
+
+    def __init__(self, message: str, path: Optional[str] = None):
+        super().__init__(message)
+        self.path = path
+
+
+class LogFileError(ValueError):
+    """``log.jsonl`` of a run to resume holds lines that are not JSON records (other than a last
+    line cut short by an interruption, which is dropped)."""
+
+
+def _log_lines(path: Path) -> Tuple[List[str], Optional[str]]:
+    """
+    The complete lines of a ``log.jsonl`` and the text of a last line cut short (no newline: a
+    write interrupted by a kill or a full disk), or ``None``.
+    """
+    text = Path(path).read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    tail = lines.pop()  # "" when the file ends with a newline
+    tail = tail.strip("\x00 \t\r")  # a crash can leave zeros at the end of a file
+    return lines, (tail or None)
+
+
+def check_log_file(path: Union[str, os.PathLike]) -> None:
+    """
+    Refuse a run's ``log.jsonl`` (to resume) whose complete lines are not all JSON records. A last
+    line cut short by an interruption is fine: the resumed trainer drops it. A missing file is fine.
+
+    :raises LogFileError: naming the file and the first bad line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    lines, _ = _log_lines(path)
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            shown = line.strip()
+            shown = shown[:40] + "..." if len(shown) > 40 else shown
+            raise LogFileError(
+                f"{path} line {number} is not a JSON record ({shown!r}); this log was not written by "
+                f"pyro-seq or was edited: repair or remove that line (or move the file away) and resume again"
+            )
+
+
+def signal_name(signum: Optional[int]) -> str:
+    """``"SIGINT"`` for ``signal.SIGINT`` (``"signal N"`` for one without a name)."""
+    import signal as _signal
+
+    try:
+        return _signal.Signals(signum).name
+    except (ValueError, TypeError):
+        return f"signal {signum}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,6 +408,12 @@ class Trainer:
         self.elapsed = 0.0  # seconds of training over all sessions
         self.history: List[Dict[str, Any]] = []
         self._bad_steps = 0  # consecutive skipped steps
+        self._progress: Optional[Dict[str, Any]] = None  # how far into epoch + 1 a resumed checkpoint was
+        self._stop_signal: Optional[int] = None  # set by request_stop
+        self.stopping = False  # on the way out after a stop request (writing its checkpoint)
+        self.saved_position: Optional[Tuple[int, int]] = None  # (completed epochs, batches into the next) of last.pt
+        self._epoch_start = time.perf_counter()
+        self._epoch_seconds = 0.0
 
         pyro.clear_param_store()
         if seed is not None:
@@ -318,19 +431,26 @@ class Trainer:
             self.dist.barrier()
             last = self.out_dir / LAST_CHECKPOINT
             if last.exists():
+                if self.dist.is_main:
+                    self._check_log()  # before anything is loaded or changed
                 self.load(last)
                 self.resumed = True
+                self.saved_position = (self.epoch, 0 if self._progress is None else int(self._progress["batch"]))
                 if self.dist.is_main:
                     self._trim_log()
                 logger.info(
-                    "resumed from %s at epoch %d, step %d (best valid %s)",
+                    "resumed from %s at epoch %d%s, step %d (best valid %s)",
                     last,
                     self.epoch,
+                    "" if self._progress is None else f" and {self._progress['batch']} batches of epoch {self.epoch + 1}",
                     self.global_step,
                     self.best_valid,
                 )
             else:
                 logger.warning("resume requested but %s does not exist: starting a fresh run", last)
+                if self.dist.is_main:
+                    self._check_log()
+                    self._trim_log()  # what a run killed before its first checkpoint logged is redone
         self.dist.broadcast_modules([self.model, self.guide])
 
     # ----------------------------------------------------------------------------------------
@@ -440,6 +560,10 @@ class Trainer:
         self.elapsed = float(state.get("elapsed", 0.0))
         self.history = list(state.get("history", []))
         self._bad_steps = 0
+        progress = state.get("epoch_progress")
+        self._progress = dict(progress) if isinstance(progress, dict) and progress.get("epoch") == self.epoch + 1 else None
+        if self._progress is not None:
+            self._bad_steps = int(self._progress.get("bad_steps", 0))
 
     def _renamed_optim_state(self, state: Dict[str, Any]) -> Dict[str, Any]:
         """
@@ -482,6 +606,37 @@ class Trainer:
         """Atomically write :meth:`state_dict` to ``path``."""
         return save_checkpoint(path, self.state_dict())
 
+    def kept(self) -> str:
+        """What the run folder holds of this run: ``"the previous last.pt (epoch 3) is intact"``."""
+        if self.out_dir is None:
+            return "nothing is written"
+        if self.saved_position is None:
+            return "no checkpoint of this run was written yet"
+        epoch, batch = self.saved_position
+        where = f"epoch {epoch}" if not batch else f"epoch {epoch} and {batch} batches of epoch {epoch + 1}"
+        return f"the previous {LAST_CHECKPOINT} ({where}) is intact"
+
+    def _write_failed(self, error: OSError, path: Path) -> RunOutputError:
+        where = error.filename or path
+        reason = (error.strerror or str(error)).rstrip(".")
+        reason = reason[:1].lower() + reason[1:]
+        return RunOutputError(f"{reason} writing {where}; {self.kept()}", str(where))
+
+    def _save_checkpoints(self, state: Dict[str, Any], best: bool, position: Tuple[int, int]) -> None:
+        """
+        Write ``best.pt`` (if ``best``) and ``last.pt`` and record ``position`` as what ``last.pt``
+        holds, with SIGINT and SIGTERM held back until that is done; a failed write is a
+        :class:`RunOutputError`.
+        """
+        with hold_signals():
+            for name in ((BEST_CHECKPOINT,) if best else ()) + (LAST_CHECKPOINT,):
+                path = self.out_dir / name
+                try:
+                    save_checkpoint(path, state)
+                except OSError as e:
+                    raise self._write_failed(e, path) from None
+            self.saved_position = position
+
     def load(self, path: Union[str, os.PathLike]) -> None:
         """
         Load a checkpoint written by :meth:`save` (``weights_only=True``).
@@ -508,26 +663,49 @@ class Trainer:
         path = self._log_path()
         if path is None or not self.dist.is_main:
             return
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise self._write_failed(e, path) from None
+
+    def _log_lines(self) -> Tuple[List[str], Optional[str]]:
+        return _log_lines(self._log_path())
+
+    def _check_log(self) -> None:
+        if self._log_path() is not None:
+            check_log_file(self._log_path())
 
     def _trim_log(self) -> None:
-        """After a resume, drop log lines written after the checkpoint (they will be redone)."""
+        """
+        After a resume, drop log lines written after the checkpoint (they will be redone), and a
+        last line cut short by the interruption. Lines of the interrupted epoch up to a mid-epoch
+        checkpoint's step stay.
+        """
         path = self._log_path()
         if path is None or not path.exists():
             return
+        lines, tail = self._log_lines()
+        if tail is not None:
+            logger.info("dropped the last line of %s, cut short when the run was interrupted", path)
         kept = []
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by the interruption
-            if record.get("epoch", 0) > self.epoch:
-                continue  # written during the epoch that was interrupted
+        for line in lines:
+            if not line.strip():
+                continue
+            record = json.loads(line)  # _check_log made sure
+            epoch = record.get("epoch", 0)
+            if epoch > self.epoch:
+                # written during the epoch that was interrupted: kept up to a mid-epoch checkpoint
+                if not (self._progress is not None and epoch == self.epoch + 1 and record.get("step", 0) <= self.global_step):
+                    continue
             kept.append(line)
         tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise self._write_failed(e, path) from None
 
     def current_lr(self) -> float:
         """Learning rate of the (first) per-parameter optimiser, or the initial one before any step."""
@@ -741,8 +919,70 @@ class Trainer:
             self.model.train(was_training[0])
             self.guide.train(was_training[1])
 
+    def request_stop(self, signum: Optional[int] = None) -> None:
+        """
+        Ask :meth:`fit` to stop at the next step boundary (safe to call from a signal handler):
+        it writes ``last.pt`` there, with the position in the epoch, and raises
+        :class:`TrainingInterrupted`. A run resumed from that checkpoint skips the batches already
+        done in the epoch (the same batches: their order is fixed by the seed and the epoch) and
+        ends as the uninterrupted run would (on CPU). Where the batches carry state from one step to
+        the next (streamed chunks), the trainer stops without writing, and ``last.pt`` of the last
+        completed epoch is what a resume starts from. Not for distributed runs: every rank would
+        have to stop at the same step.
+
+        :param int signum: the signal that asks for the stop, for the message and exit status.
+        """
+        if self._stop_signal is None:
+            self._stop_signal = -1 if signum is None else int(signum)
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`request_stop` was called."""
+        return self._stop_signal is not None
+
+    def _stopped_by(self) -> str:
+        return "a stop request" if self._stop_signal in (None, -1) else signal_name(self._stop_signal)
+
+    def _interrupt(self, epoch: int, batch: int, total: Optional[int], progress: Optional[Dict[str, Any]]) -> None:
+        """
+        Stop before batch ``batch`` of epoch ``epoch + 1`` (0-based ``epoch``): write ``last.pt``
+        with ``progress`` (``None``: the epoch cannot be resumed mid-way; nothing is written) and
+        raise :class:`TrainingInterrupted`.
+        """
+        signum = None if self._stop_signal in (None, -1) else self._stop_signal
+        of = f" of {total}" if total is not None else ""
+        where = f"epoch {epoch + 1}, step {self.global_step} ({batch}{of} batches done)"
+        if self.out_dir is None:
+            raise TrainingInterrupted(f"stopped by {self._stopped_by()} at {where}; no out_dir, nothing saved", signum)
+        self.stopping = True
+        if progress is not None and self.dist.is_main:
+            state = self._checkpoint_state()
+            state["epoch_progress"] = progress
+            self._save_checkpoints(state, best=False, position=(epoch, batch))
+            try:
+                self._write_log({"event": "interrupted", "epoch": epoch + 1, "step": self.global_step, "batch": batch, "signal": self._stopped_by()})
+            except RunOutputError:
+                pass  # the checkpoint is what a resume needs
+            message = f"stopped by {self._stopped_by()} at {where}; saved {self.out_dir / LAST_CHECKPOINT} there"
+        else:
+            why = "streamed batches carry state from step to step"
+            message = (
+                f"stopped by {self._stopped_by()} at {where}; {self.kept()} ({why}, so a resume starts at an epoch boundary "
+                f"and repeats epoch {epoch + 1})"
+            )
+            if self.saved_position is None:
+                message = f"stopped by {self._stopped_by()} at {where}; no checkpoint of this run was written yet ({why}: a resume starts at an epoch boundary)"
+        raise TrainingInterrupted(message, signum)
+
     def train_epoch(self) -> Dict[str, Any]:
-        """Run one epoch of SVI steps; returns the epoch's training statistics."""
+        """
+        Run one epoch of SVI steps; returns the epoch's training statistics. After a resume from a
+        mid-epoch checkpoint, the batches already done are skipped and the epoch's running sums
+        continue.
+
+        :raises TrainingInterrupted: when :meth:`request_stop` was called, at the next step
+            boundary.
+        """
         epoch = self.epoch
         batches = _batches_for(self.train_batches, epoch)
         try:
@@ -757,10 +997,41 @@ class Trainer:
         extra_counts: Dict[str, int] = {}
         skipped = 0
         beta = None
+        start_batch = 0
+        progress, self._progress = self._progress, None
+        if progress is not None and progress.get("epoch") == epoch + 1:  # resumed mid-epoch
+            start_batch = int(progress["batch"])
+            sums.update(progress["sums"])
+            extra.update(progress.get("extra", {}))
+            extra_counts.update(progress.get("extra_counts", {}))
+            skipped, beta = int(progress.get("skipped", 0)), progress.get("beta")
+            self._epoch_seconds = float(progress.get("seconds", 0.0))
+        # mid-epoch checkpoints need batches that do not carry state from step to step, one process
+        resumable = not self.dist.active
         self.model.train()
         self.guide.train()
         bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}", disable=not (self.progress and self.dist.is_main), leave=False, dynamic_ncols=True)
         for i, batch in enumerate(bar):
+            if i < start_batch:
+                continue  # done before the interruption (the same batch: the order is seeded)
+            if getattr(batch, "carry", None) is not None:
+                resumable = False
+            if self._stop_signal is not None:
+                bar.close()
+                progress = None
+                if resumable:
+                    progress = {
+                        "epoch": epoch + 1,
+                        "batch": i,
+                        "sums": dict(sums),
+                        "extra": dict(extra),
+                        "extra_counts": dict(extra_counts),
+                        "skipped": skipped,
+                        "beta": beta,
+                        "bad_steps": self._bad_steps,
+                        "seconds": self._epoch_seconds + time.perf_counter() - self._epoch_start,
+                    }
+                self._interrupt(epoch, i, total, progress)
             _, frames = _unpack(batch)  # counted on the host: no device sync for it
             args, _ = _unpack(to_device(batch, self.device))
             result = self.step(*args, frames=frames)
@@ -834,12 +1105,17 @@ class Trainer:
         :param int num_epochs: total number of epochs of the run.
         :returns: summary dict: ``epochs``, ``global_step``, ``best_valid``, ``best_epoch``,
             ``stopped_early``, ``history`` and checkpoint paths.
+        :raises TrainingInterrupted: after :meth:`request_stop`, at the next step boundary (a
+            stop asked for during the last epoch's validation lets the run finish).
+        :raises RunOutputError: a checkpoint or log line could not be written (the message says
+            what was kept).
         """
         while self.epoch < num_epochs and not self.stopped_early:
-            start = time.perf_counter()
+            start = self._epoch_start = time.perf_counter()
+            self._epoch_seconds = 0.0  # seconds of this epoch before a mid-epoch resume
             stats = self.train_epoch()
             valid = self.validate(self.epoch)
-            seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - start + self._epoch_seconds
             self.epoch += 1
             self.elapsed += seconds
             monitored = valid if valid is not None else stats["train_loss_per_frame"]
@@ -885,10 +1161,14 @@ class Trainer:
             if self.out_dir is not None:
                 state = self._checkpoint_state()  # collective when distributed
                 if self.dist.is_main:
-                    if improved:
-                        save_checkpoint(self.out_dir / BEST_CHECKPOINT, state)
-                    save_checkpoint(self.out_dir / LAST_CHECKPOINT, state)
+                    self._save_checkpoints(state, best=improved, position=(self.epoch, 0))
                 self.dist.barrier()  # no rank reads a checkpoint before it is complete
+            finished = self.epoch >= num_epochs or self.stopped_early or self.out_of_time
+            if self._stop_signal is not None and not finished:
+                self.stopping = True
+                signum = None if self._stop_signal == -1 else self._stop_signal
+                saved = "nothing saved" if self.out_dir is None else f"saved {self.out_dir / LAST_CHECKPOINT} there"
+                raise TrainingInterrupted(f"stopped by {self._stopped_by()} at the end of epoch {self.epoch}, step {self.global_step}; {saved}", signum)
             if self.out_of_time and not self.stopped_early:
                 if self.dist.is_main:
                     logger.info(

@@ -52,7 +52,12 @@ def test_reliability_report(tmp_path_factory, capsys):
             total[0] += s["cases_tried"]
             total[1] += s["cases_handled"]
             valid = f", valid input finite {s['valid_input_cases_finite']} / {s['valid_input_cases']}" if s["valid_input_cases"] else ""
-            label = {"kill and resume": "trials ending identical to an uninterrupted run", "tampered files": "rejected before parsing"}
+            label = {
+                "kill and resume": "trials ending identical to an uninterrupted run",
+                "tampered files": "rejected before parsing",
+                "signals": "stopped at a step boundary, one line, resumable",
+                "write faults": "one line naming the path, nothing lost",
+            }
             lines.append(
                 f"  {group:15s} {subject:21s} {label.get(group, 'bad input with a clear error')} {s['bad_input_cases_clear_error']:3d} / "
                 f"{s['bad_input_cases']:3d}{valid} ({len(s['entry_points'])} entry points x {len(s['kinds'])} kinds, "
