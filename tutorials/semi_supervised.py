@@ -1,4 +1,7 @@
 """
+Semi-supervised classification with M2 and ADGM
+===============================================
+
 Tutorial: semi-supervised classification with M2 and the auxiliary deep generative model (ADGM),
 ten labels per class, with a plain Pyro SVI loop.
 

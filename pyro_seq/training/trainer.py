@@ -51,9 +51,11 @@ __all__ = ["Trainer", "NonFiniteLossError", "resolve_device", "default_eval_fn",
 
 logger = logging.getLogger(__name__)
 
-#: File names written under ``out_dir``.
+#: File name of the latest checkpoint under ``out_dir``.
 LAST_CHECKPOINT = "last.pt"
+#: File name of the best (lowest validation loss) checkpoint under ``out_dir``.
 BEST_CHECKPOINT = "best.pt"
+#: File name of the JSON-lines training log under ``out_dir``.
 LOG_FILE = "log.jsonl"
 
 Batches = Union[Iterable, Callable[[int], Iterable]]
