@@ -93,6 +93,11 @@ def data_root():
 
 def tutorial_argv(gallery_conf, script_vars):
     # every tutorial takes --smoke, --out and --data-root (tests/tutorials runs them the same way)
+    import builtins
+
+    # sphinx-gallery runs the script without __file__ in its globals; a tutorial that finds its
+    # repository from it reads the builtin instead
+    builtins.__file__ = str(script_vars["src_file"])
     name = Path(script_vars["src_file"]).stem
     out = TUTORIAL_OUT / name
     shutil.rmtree(out, ignore_errors=True)
