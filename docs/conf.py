@@ -224,3 +224,38 @@ def setup(app):
             FAMILY_ANCHORS[slug(start)] = f"/families/{page.stem}.md"
     app.connect("source-read", on_source_read)
     app.connect("include-read", on_include_read)
+    app.connect("missing-reference", resolve_short_name)
+
+
+# -- references by short name: a docstring's :class:`Trainer` or :func:`particle_filter` names an
+# object documented under another path (the API pages list each name where the user imports it,
+# pyro_seq.training.Trainer, not pyro_seq.training.trainer.Trainer); resolve it when exactly one
+# documented object (or one under the named module's package) ends with that name ---------------
+def resolve_short_name(app, env, node, contnode):
+    if node.get("refdomain") != "py":
+        return None
+    from sphinx.util.nodes import make_refnode
+
+    target = node["reftarget"].lstrip("~.")
+    domain = env.get_domain("py")
+    objects = domain.objects
+    if node.get("reftype") == "mod":
+        # a submodule (pyro_seq.losses.warmup): the page of the nearest documented package
+        while target.startswith("pyro_seq."):
+            target = target.rpartition(".")[0]
+            if target in domain.modules:
+                entry = domain.modules[target]
+                return make_refnode(app.builder, node["refdoc"], entry.docname, entry.node_id, contnode, target)
+        return None
+    if target.startswith("pyro_seq.") or "." not in target:
+        tail = target.rpartition(".")[2]
+        candidates = [name for name in objects if name.endswith("." + tail) and name.startswith("pyro_seq.")]
+        if len(candidates) > 1 and "." in target:
+            # pyro_seq.training.trainer.Trainer -> the one under the longest common package
+            scored = sorted(candidates, key=lambda n: -len(os.path.commonprefix([n, target])))
+            candidates = scored[:1]
+        candidates = [n for n in candidates if not objects[n].aliased] or candidates
+        if len(candidates) == 1:
+            obj = objects[candidates[0]]
+            return make_refnode(app.builder, node["refdoc"], obj.docname, obj.node_id, contnode, candidates[0])
+    return None
