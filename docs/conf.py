@@ -75,7 +75,8 @@ suppress_warnings = ["myst.header", "config.cache"]  # the included pages start 
 # -- html ---------------------------------------------------------------------------------------------
 html_theme = "sphinx_rtd_theme"
 html_title = f"pyro_seq {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_theme_options = {"navigation_depth": 3}
 
 # -- tutorials: tutorials/*.py run in smoke mode, their figures (PNGs they write) shown -------------
