@@ -35,7 +35,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "myst_parser",
     "sphinx_gallery.gen_gallery",
-    # MathJax 3 copied into _static/mathjax: the maths renders without a CDN (offline, closed networks)
+    # MathJax 3 copied into _static/mathjax: maths renders without a CDN (offline, closed networks)
     "sphinx-mathjax-offline",
 ]
 if os.environ.get("PYRO_SEQ_DOCS_INTERSPHINX") == "1":
@@ -62,24 +62,26 @@ exclude_patterns = [
     "figures/**",  # tables that BENCHMARKS.md shows; not pages
 ]
 
-# -- autodoc: docstrings are Sphinx field lists (:param x:, :returns:), as in Pyro ------------------
+# -- autodoc: docstrings are Sphinx field lists (:param x:, :returns:), as in Pyro ---------------
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"
 autodoc_inherit_docstrings = False
 add_module_names = False
 
-# -- markdown pages ----------------------------------------------------------------------------------
+# -- markdown pages -------------------------------------------------------------------------
 myst_heading_anchors = 4
-suppress_warnings = ["myst.header", "config.cache"]  # the included pages start at "##" under the page's own title
+# myst.header: the included pages start at "##" under the page's own title; config.cache: the
+# gallery configuration holds functions (the environment is rebuilt each time, -E)
+suppress_warnings = ["myst.header", "config.cache"]
 
-# -- html ---------------------------------------------------------------------------------------------
+# -- html -----------------------------------------------------------------------------------------
 html_theme = "sphinx_rtd_theme"
 html_title = f"pyro_seq {release}"
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
 html_theme_options = {"navigation_depth": 3}
 
-# -- tutorials: tutorials/*.py run in smoke mode, their figures (PNGs they write) shown -------------
+# -- tutorials: tutorials/*.py run in smoke mode, their figures (PNGs they write) shown -----------
 BUILD = DOCS / "_build"
 TUTORIAL_OUT = BUILD / "tutorial_out"
 
@@ -158,7 +160,7 @@ sphinx_gallery_conf = {
 
 # -- links between the markdown pages: the files are written for GitHub (README.md, DESIGN.md,
 # BENCHMARKS.md and docs/*.md link each other by relative path); here each link is rewritten to
-# the page that shows that file ---------------------------------------------------------------------
+# the page that shows that file -------------------------------------------------------------------
 PAGES = {
     "README.md": "/getting_started.md",
     "DESIGN.md": "/design.md",
@@ -246,11 +248,13 @@ def resolve_short_name(app, env, node, contnode):
             target = target.rpartition(".")[0]
             if target in domain.modules:
                 entry = domain.modules[target]
-                return make_refnode(app.builder, node["refdoc"], entry.docname, entry.node_id, contnode, target)
+                return make_refnode(
+                    app.builder, node["refdoc"], entry.docname, entry.node_id, contnode, target
+                )
         return None
     if target.startswith("pyro_seq.") or "." not in target:
         tail = target.rpartition(".")[2]
-        candidates = [name for name in objects if name.endswith("." + tail) and name.startswith("pyro_seq.")]
+        candidates = [n for n in objects if n.endswith("." + tail) and n.startswith("pyro_seq.")]
         if len(candidates) > 1 and "." in target:
             # pyro_seq.training.trainer.Trainer -> the one under the longest common package
             scored = sorted(candidates, key=lambda n: -len(os.path.commonprefix([n, target])))
@@ -258,5 +262,7 @@ def resolve_short_name(app, env, node, contnode):
         candidates = [n for n in candidates if not objects[n].aliased] or candidates
         if len(candidates) == 1:
             obj = objects[candidates[0]]
-            return make_refnode(app.builder, node["refdoc"], obj.docname, obj.node_id, contnode, candidates[0])
+            return make_refnode(
+                app.builder, node["refdoc"], obj.docname, obj.node_id, contnode, candidates[0]
+            )
     return None

@@ -29,7 +29,9 @@ PACKAGES = [
 ]
 DIRECTIVE = re.compile(r"^\.\. auto(class|function|data|exception|module):: (\S+)", re.M)
 # parameters that are tensors wherever they appear in a public signature
-TENSOR_PARAMS = {"x", "mask", "z", "y", "images", "tokens", "log_weights", "x_labelled", "x_unlabelled"}
+TENSOR_PARAMS = {
+    "x", "mask", "z", "y", "images", "tokens", "log_weights", "x_labelled", "x_unlabelled",
+}
 # a shape as the docstrings write them: ``[batch, time, x_dim]``, ``[..., D]``, ``[N, 1, H, W]``
 SHAPE = re.compile(r"\[(\.\.\.|[A-Za-z_]\w*|\d+)(,\s*[^\]]+)?\]|\bshapes?\b")
 
@@ -92,7 +94,8 @@ def test_every_public_name_is_documented_and_listed():
             doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
             ok = bool(doc and doc.strip())
         else:  # a constant: a `#:` comment above its assignment, in the module the entry names
-            ok = any(has_doc_comment(t.rpartition(".")[0], name) for kind, t in where if kind == "data")
+            modules = [t.rpartition(".")[0] for kind, t in where if kind == "data"]
+            ok = any(has_doc_comment(m, name) for m in modules)
         if not ok:
             undocumented.append(f"{package}.{name}")
     assert not missing, f"public names with no entry in docs/api/*.rst: {missing}"

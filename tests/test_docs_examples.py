@@ -20,11 +20,13 @@ DOCS = REPO_ROOT / "docs"
 def blocks():
     found = []
     for page in sorted(DOCS.glob("*.md")):
-        found += [(page.name, b) for b in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
+        python = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+        found += [(page.name, b) for b in python]
     for page in sorted(DOCS.rglob("*.rst")):
         if "_build" in page.parts:
             continue
-        for block in re.findall(r"^\.\. code-block:: python\n\n((?:(?:    .*)?\n)+)", page.read_text(), flags=re.M):
+        code_blocks = r"^\.\. code-block:: python\n\n((?:(?:    .*)?\n)+)"
+        for block in re.findall(code_blocks, page.read_text(), flags=re.M):
             found.append((page.name, re.sub(r"^    ", "", block, flags=re.M)))
     return found
 
@@ -36,7 +38,8 @@ def shortened_for_docs(code):
     code = shortened(code)
     code = re.sub(r"\.fit\(\d+\)", ".fit(1)", code)
     code = re.sub(r'load_music\("(\w+)", (\w+)\)', r'list(load_music("\1", \2))[:3]', code)
-    code = re.sub(r"^(\s*)for batch in (.+):$", r"\1for batch in __import__('itertools').islice(\2, 2):", code, flags=re.M)
+    two_batches = r"\1for batch in __import__('itertools').islice(\2, 2):"
+    code = re.sub(r"^(\s*)for batch in (.+):$", two_batches, code, flags=re.M)
     return code
 
 
@@ -47,7 +50,10 @@ def test_the_pages_have_python_blocks():
             assert "# shorten for a quick check" in block, page
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"{p}-{i}" for i, (p, _) in enumerate(BLOCKS)])
+IDS = [f"{page}-{i}" for i, (page, _) in enumerate(BLOCKS)]
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=IDS)
 def test_docs_block_runs(index, tmp_path, monkeypatch):
     root = shared_data_root()
     if not (root / "MANIFEST.txt").is_file():
@@ -56,4 +62,5 @@ def test_docs_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pyro.set_rng_seed(0)
     page, block = BLOCKS[index]
-    exec(compile(shortened_for_docs(block), f"{page} block {index + 1}", "exec"), {"__name__": "docs"})
+    code = compile(shortened_for_docs(block), f"{page} block {index + 1}", "exec")
+    exec(code, {"__name__": "docs"})
