@@ -47,6 +47,21 @@ from pyro_seq.util import check_int, module_tensor
 #: Default bound on ``particles * batch * time`` per pass of :func:`log_importance_weights`.
 DEFAULT_MAX_FRAMES = 1 << 16
 
+__all__ = [
+    "DEFAULT_MAX_FRAMES",
+    "check_inputs",
+    "evaluate",
+    "fivo_bounds",
+    "importance_bounds",
+    "iwae_log_likelihood",
+    "log_importance_weights",
+    "normalise",
+    "particles_per_chunk",
+    "repeat_batch",
+    "streaming_elbo",
+    "trace_log_weights",
+]
+
 
 def particles_per_chunk(num_samples, batch, time, chunk_size=None, max_frames=None):
     """

@@ -17,6 +17,17 @@ from torch.distributions.utils import _standard_normal
 
 from pyro_seq.nn import gaussian_kl, gaussian_log_prob, softplus_scale
 
+__all__ = [
+    "MADEBernoulli",
+    "MarkovGaussianChain",
+    "RecurrentGaussianChain",
+    "frame_distribution",
+    "frame_log_prob",
+    "frame_mean",
+    "kl_per_step",
+    "mask_frames",
+]
+
 
 def frame_distribution(out, likelihood, min_scale, made=None):
     """
@@ -82,8 +93,8 @@ class MADEBernoulli(TorchDistribution):
 
     .. math::
 
-        p(x \mid c) = \prod_{d=1}^{D} \mathrm{Bernoulli}ig(x_d \mid
-            \sigma(\ell_d(x_{<d}, c))ig),
+        p(x \mid c) = \prod_{d=1}^{D} \mathrm{Bernoulli}\big(x_d \mid
+            \sigma(\ell_d(x_{<d}, c))\big),
 
     the logits :math:`\ell_d` coming from a :class:`~pyro_seq.nn.MADE` network, so
     that :meth:`log_prob` is exact and takes one masked pass over a known frame,

@@ -14,7 +14,7 @@ BLOCKS = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(
 
 
 def shortened(code):
-    code = re.sub(r"range\(\d+\)\):(\s*# shorten for a quick check)", r"range(1)):\1", code)
+    code = re.sub(r"range\(\d+\)(\)?):(\s*# shorten for a quick check)", r"range(1)\1:\2", code)
     code = re.sub(r'load_music\("(\w+)", "train"\)', r'list(load_music("\1", "train"))[:6]', code)
     code = re.sub(r'load_music\("(\w+)", "test"\)', r'list(load_music("\1", "test"))[:3]', code)
     return re.sub(r"num_samples=\d+", "num_samples=5", code)

@@ -1,4 +1,7 @@
 """
+Bring your own model
+====================
+
 Tutorial: bring your own model.
 
 A deep Markov model (DMM; Krishnan et al. 2017, arXiv:1609.09869) written here as a Pyro user

@@ -1,4 +1,7 @@
 r"""
+Compare guides (and models) with ArviZ
+======================================
+
 Tutorial: compare guides (and models) with ArviZ.
 
 A sequential latent-variable model is only as well measured as its guide lets

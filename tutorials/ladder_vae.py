@@ -1,4 +1,7 @@
 """
+A Ladder VAE against the bottom-up VAE
+======================================
+
 Tutorial: a Ladder VAE against the bottom-up VAE it improves on, with a plain Pyro SVI loop.
 
 This is what ``pyro-seq train lvae`` does, written out with Pyro and pyro_seq's pieces:

@@ -1,4 +1,7 @@
 """
+Recurrent spatial transformers on cluttered MNIST
+=================================================
+
 Tutorial: a recurrent spatial transformer reads three cluttered MNIST digits, with a plain Pyro
 SVI loop, and the same network with stochastic attention.
 

@@ -1,4 +1,7 @@
 """
+Semi-supervised classification with M2 and ADGM
+===============================================
+
 Tutorial: semi-supervised classification with M2 and the auxiliary deep generative model (ADGM),
 ten labels per class, with a plain Pyro SVI loop.
 
@@ -66,7 +69,7 @@ def train_one(name, data, args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description="semi-supervised classification with M2 and ADGM, ten labels per class")
     parser.add_argument("--data", default="digits", choices=("digits", "dynamic_mnist"))
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--epochs", type=int, default=150)

@@ -1,4 +1,7 @@
 """
+An SRNN on polyphonic music
+===========================
+
 Tutorial: an SRNN on polyphonic music with a plain Pyro SVI loop.
 
 This is what ``pyro-seq train srnn`` does, written out with nothing but Pyro

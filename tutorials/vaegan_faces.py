@@ -1,4 +1,7 @@
 """
+VAE/GAN against the plain VAE on faces
+======================================
+
 Tutorial: VAE/GAN against the plain VAE on the Olivetti faces, with a plain Pyro SVI loop.
 
 This is what ``pyro-seq train vaegan|vae --data faces`` does, written out with Pyro and

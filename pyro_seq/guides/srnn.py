@@ -11,6 +11,8 @@ from pyro_seq.guides.zforcing import AUX_SITE, check_auxiliary, masked
 from pyro_seq.nn import AuxiliaryGaussian, GaussianTransition, TimeSlices, broadcast_cat, reverse_padded
 from pyro_seq.util import PyroNamed, check_call_shape, check_int, claim_pyro_name, record
 
+#: Kinds of :class:`SRNNGuide`: ``"smoother"`` (a backward GRU over the future, :math:`q(z_t \mid z_{t-1}, d_{t:T}, x_{t:T})`)
+#: or ``"filter"`` (:math:`q(z_t \mid z_{t-1}, d_t, x_t)`).
 GUIDE_KINDS = ("smoother", "filter")
 
 

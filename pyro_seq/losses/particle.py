@@ -79,6 +79,8 @@ from pyro.poutine.util import site_is_subsample
 
 from pyro_seq.util import check_batch, check_int, check_probability
 
+#: Resampling rules of the particle filters: ``"ess"`` (when the effective sample size falls below
+#: ``threshold`` times the particle count), ``"always"`` or ``"never"`` (the latter is the IWAE bound).
 RESAMPLE_KINDS = ("ess", "always", "never")
 
 
@@ -1085,7 +1087,9 @@ class FIVO_ELBO(ParticleELBO):
 
     [1] Chris J. Maddison et al., "Filtering Variational Objectives",
         NIPS 2017, arXiv:1705.09279.
+
     [2] Tuan Anh Le et al., "Auto-Encoding Sequential Monte Carlo", ICLR 2018, arXiv:1705.10306.
+
     [3] Christian A. Naesseth et al., "Variational Sequential Monte Carlo", AISTATS 2018,
         arXiv:1705.11140.
     """

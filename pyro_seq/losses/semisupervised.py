@@ -50,17 +50,17 @@ class SemiSupervised_ELBO(WarmupELBOMixin, ELBO):
 
     .. math::
 
-        -rac{1}{n_l} \sum_{i \in 	ext{labelled}} \Big[\mathcal{L}(x_i, y_i)
-            + lpha \log q(y_i \mid a_i, x_i)\Big]
-        - rac{1}{n_u} \sum_{j \in 	ext{unlabelled}} \mathcal{U}(x_j),
+        -\frac{1}{n_l} \sum_{i \in \text{labelled}} \Big[\mathcal{L}(x_i, y_i)
+            + \alpha \log q(y_i \mid a_i, x_i)\Big]
+        - \frac{1}{n_u} \sum_{j \in \text{unlabelled}} \mathcal{U}(x_j),
         \qquad \mathcal{U}(x) = \mathbb{E}_{q(a \mid x)}\Big[\sum_y q(y \mid a, x)
-            ig(\mathcal{L}(x, y \mid a) - \log q(y \mid a, x)ig)\Big],
+            \big(\mathcal{L}(x, y \mid a) - \log q(y \mid a, x)\big)\Big],
 
     a mean over each mini-batch, as in the released ADGM code. The sum over :math:`y` in
     :math:`\mathcal{U}` is done by Pyro's enumeration (:class:`~pyro.infer.TraceEnum_ELBO`,
     ``max_plate_nesting=1``), not by a loop over classes; :math:`a` and :math:`z` are
-    reparameterised. :math:`lpha = 0.1\, N / N_l` by default (``N`` training images,
-    ``N_l`` labelled). ``schedule`` gives a warm-up :math:`eta` on the latent terms of
+    reparameterised. :math:`\alpha = 0.1\, N / N_l` by default (``N`` training images,
+    ``N_l`` labelled). ``schedule`` gives a warm-up :math:`\beta` on the latent terms of
     :math:`a` and :math:`z` (not on the class term), as in :class:`WarmupTrace_ELBO`.
 
     Several particles: each draws its own :math:`a, z` and sums over :math:`y`

@@ -164,6 +164,7 @@ class VAEGANLoss(ELBO):
     [1] Anders Boesen Lindbo Larsen, Søren Kaae Sønderby, Hugo Larochelle, Ole Winther,
         "Autoencoding beyond pixels using a learned similarity metric", ICML 2016,
         arXiv:1512.09300.
+
     [2] Ian Goodfellow et al., "Generative Adversarial Networks", NIPS 2014, arXiv:1406.2661.
     """
 

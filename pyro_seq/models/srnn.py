@@ -36,6 +36,8 @@ from pyro_seq.util import (
     prior_call_shape,
 )
 
+#: Frame likelihoods: ``"bernoulli"`` for binary frames (piano rolls, binarized images) or
+#: ``"gaussian"`` (a diagonal Normal, e.g. audio frames).
 LIKELIHOODS = ("bernoulli", "gaussian")
 #: Frame emissions of the binary-frame models: keys independent given the state, or autoregressive.
 EMISSIONS = ("bernoulli", "made")

@@ -71,9 +71,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: File names written under ``out_dir``.
+#: File name of the latest checkpoint under ``out_dir``.
 LAST_CHECKPOINT = "last.pt"
+#: File name of the best (lowest validation loss) checkpoint under ``out_dir``.
 BEST_CHECKPOINT = "best.pt"
+#: File name of the JSON-lines training log under ``out_dir``.
 LOG_FILE = "log.jsonl"
 
 Batches = Union[Iterable, Callable[[int], Iterable]]

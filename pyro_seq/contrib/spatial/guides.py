@@ -32,6 +32,17 @@ MIN_SCALE = 1e-4
 
 class SpatialAttentionGuide(PyroModule):
     """
+    The amortised guide of stochastic attention: a recurrent attention network of its own reads
+    the image and proposes each glimpse's affine parameters,
+
+    .. math::
+
+        q(\\theta_{1:D} \\mid x) = \\prod_{t=1}^{D} \\mathcal{N}\\big(\\theta_t \\mid
+            \\mu_t(x), \\mathrm{diag}\\, \\sigma_t^2(x)\\big),
+
+    for images ``x [batch, 1, canvas, canvas]`` (``forward(x, y=None)``; the labels ``y [batch, D]``
+    are accepted and ignored), sites ``theta_0 .. theta_{D-1}`` of shape ``[batch, 6]``.
+
     :param model: a :class:`~pyro_seq.contrib.spatial.RecurrentSpatialTransformer` with stochastic
         attention (read for its sizes; not registered).
     :param float init_raw_scale: bias of the scale head (softplus(-3) = 0.049).
@@ -51,6 +62,7 @@ class SpatialAttentionGuide(PyroModule):
         return loc, F.softplus(raw_scale) + MIN_SCALE
 
     def forward(self, x, y=None):
+        """Samples ``theta_t [batch, 6]`` for images ``x [batch, 1, canvas, canvas]``; returns ``(loc, scale)``."""
         loc, scale = self.attention_params(x)  # [batch, D, 6]
         with pyro.plate("images", x.size(0), dim=-1):
             for t in pyro.markov(range(self.num_digits)):

@@ -266,6 +266,15 @@ class RecurrentSpatialTransformer(DigitSequenceClassifier):
         return logits, theta
 
     def forward(self, x, y=None):
+        """
+        The Pyro model :math:`p(y \\mid x)`, or with stochastic attention
+        :math:`p(y, \\theta \\mid x) = \\prod_t p(\\theta_t)\\, p(y_t \\mid g(x, \\theta_t))` with
+        glimpses :math:`g`.
+
+        :param torch.Tensor x: images ``[batch, 1, canvas, canvas]``.
+        :param torch.Tensor y: digit labels ``[batch, D]`` (``None``: sampled).
+        :returns: the logits ``[batch, D, 10]``.
+        """
         if not self.stochastic_attention:
             return super().forward(x, y)
         x, y = self.check_inputs(x, y)
