@@ -51,6 +51,8 @@ CONFIGS = {
         "loss": {},
         "data": {"name": "mnist"},
     },
+    "cnn": {"model": {"canvas": 40, "num_digits": 1, "downsample": 1.0, "channels": 2, "dense": 4}, "guide": {}, "loss": {}},
+    "localizer": {"model": {"filters": 2, "hidden": 4, "dense": 4, "attention_dim": 4}, "guide": {}},
 }
 
 
@@ -149,7 +151,7 @@ def test_evaluating_the_grey_level_training_split_binarizes_it(tmp_path, capsys)
 
 
 # --------------------------------------------------------------------------------------------
-# checkpoint configs of the semi-supervised and VAE/GAN families
+# checkpoint configs of the semi-supervised, VAE/GAN and contrib families
 # --------------------------------------------------------------------------------------------
 
 
@@ -187,6 +189,10 @@ CONFIG_CASES = {
     "vaegan: loss.margin infinite": ("vaegan", _set("loss.margin", INF), "config key 'loss.margin' should be a finite number or null"),
     "vaegan: data.name missing": ("vaegan", _drop("data.name"), "config key 'data.name' is missing"),
     "vae: model.width zero": ("vae", _set("model.width", 0.0), "width must be a finite number > 0, got 0.0"),
+    "cnn: model.canvas a string": ("cnn", _set("model.canvas", "40"), "config key 'model.canvas' should be an int, got '40'"),
+    "cnn: model.dropout NaN": ("cnn", _set("model.dropout", NAN), "config key 'model.dropout' should be a finite number"),
+    "localizer: model.widths empty": ("localizer", _set("model.widths", []), "config key 'model.widths' should be a non-empty list of ints"),
+    "localizer: model.hidden a float": ("localizer", _set("model.hidden", 4.0), "config key 'model.hidden' should be an int, got 4.0"),
 }
 
 
