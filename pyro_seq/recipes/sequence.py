@@ -635,7 +635,8 @@ class SequenceRecipe(Recipe):
         if args.split == "train" and name in ("dynamic_mnist", "omniglot"):
             # the training split holds grey levels (binarized afresh per batch in training): binarize it once
             g = torch.Generator().manual_seed(args.seed)
-            seqs = [(torch.rand(tuple(x.shape), generator=g) < torch.as_tensor(x).float()).to(torch.as_tensor(x).dtype) for x in seqs]
+            seqs = [torch.as_tensor(x) for x in seqs]
+            seqs = [(torch.rand(tuple(x.shape), generator=g) < x.float()).to(x.dtype) for x in seqs]
         batch_size = args.batch_size or data.get("batch_size", 16)
         start = time.perf_counter()
         if args.stream_length:
