@@ -22,7 +22,7 @@ import sys
 from typing import Optional, Sequence
 
 from pyro_seq.recipes import load_model, sequence, train
-from pyro_seq.recipes.options import OptionError, add_shared_options, positive_int
+from pyro_seq.recipes.options import OptionError, add_shared_options, number, positive_float, positive_int
 from pyro_seq.recipes.registry import FAMILIES, RECIPES
 from pyro_seq.training.trainer import resolve_device
 
@@ -77,14 +77,51 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train(RECIPES[args.model], args.model, args)
 
 
+#: ``pyro-seq evaluate`` options a family reads only if it names them in ``Recipe.evaluate_options`` (with their defaults)
+FAMILY_EVALUATE_OPTIONS = {
+    "split": "test", "data": None, "max_sequences": None, "every": 1, "stream_length": None, "fivo_particles": None,
+    "latent_health": False, "batch_size": None, "classifier": None,
+}  # fmt: skip
+
+#: the most steps ``pyro-seq sample`` draws per sequence (about seven hours of music at 0.25 s a step)
+MAX_SAMPLE_STEPS = 100_000
+
+
+def _check_writable_path(option: str, path: str, folder: bool) -> None:
+    """One line (exit status 1) when ``path`` cannot be the output folder / file it is meant to be."""
+    from pathlib import Path
+
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise ValueError(f"{option} {path}: it is a file, not a folder; choose another {option}")
+    if not folder and p.is_dir():
+        raise ValueError(f"{option} {path}: it is a folder; give the path of a JSON file")
+    for parent in (p if folder else p.parent, *(p if folder else p.parent).parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{option} {path}: {parent} is a file, so nothing can be written under it")
+            break
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
+    if args.output:
+        _check_writable_path("--output", args.output, folder=False)
     model, guide, _, state = load_model(args.checkpoint, device=device)
-    return RECIPES[state["kind"]].evaluate(args, model, guide, state, device)
+    recipe = RECIPES[state["kind"]]
+    for name, default in FAMILY_EVALUATE_OPTIONS.items():
+        if getattr(args, name) != default and name not in recipe.evaluate_options:
+            served = ", ".join("--" + o.replace("_", "-") for o in recipe.evaluate_options)
+            raise OptionError(
+                f"--{name.replace('_', '-')} does not apply to pyro-seq evaluate of a {state['kind']} checkpoint"
+                + (f" (of the family options it reads {served})" if served else " (it reads none of the family options)")
+            )
+    return recipe.evaluate(args, model, guide, state, device)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
+    _check_writable_path("--out", args.out, folder=True)
     model, guide, _, state = load_model(args.checkpoint, device=device)
     return RECIPES[state["kind"]].sample(args, model, guide, state, device)
 
@@ -125,9 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("sample", help="generate piano rolls (PNG + MIDI), or image grids (samples, reconstructions)", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint")
     p.add_argument("--num", type=positive_int, default=4)
-    p.add_argument("--steps", type=positive_int, default=128)
+    p.add_argument("--steps", type=number(int, 1, MAX_SAMPLE_STEPS), default=128)
     p.add_argument("--out", required=True)
-    p.add_argument("--seconds-per-step", type=float, default=0.25)
+    p.add_argument("--seconds-per-step", type=positive_float, default=0.25)
     add_shared_options(p, ("data_root", "seed", "device"), {})
     p.set_defaults(func=cmd_sample)
     return parser
@@ -164,5 +201,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"pyro-seq: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (CheckpointError, DataError, NonFiniteLossError, ValueError) as e:
-        print(f"pyro-seq: error: {e}", file=sys.stderr)
+        print(f"pyro-seq: error: {_without_trace_shapes(e)}", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as e:  # a file system failure no check above foresaw: one line naming the path
+        print(f"pyro-seq: error: {e.strerror or e}: {e.filename}" if e.filename else f"pyro-seq: error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _without_trace_shapes(error: BaseException) -> str:
+    """The message of ``error`` less the table of trace shapes Pyro appends to an error raised inside a model or guide."""
+    message = str(error)
+    head, sep, _ = message.partition("\nTrace Shapes:")
+    return head.rstrip() if sep else message

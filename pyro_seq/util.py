@@ -68,6 +68,20 @@ def check_probability(name, value, low_open=False, high_open=False):
     return check_real(name, value, 0.0, 1.0, low_open, high_open)
 
 
+def check_sizes(name, values, minimum=1):
+    """
+    A non-empty sequence of integers ``>= minimum`` (layer widths), as a tuple of ``int``.
+
+    :raises ValueError: naming ``name``, the faulty entry and the allowed range.
+    """
+    if torch.is_tensor(values) or isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name} must be a non-empty sequence of integers >= {minimum}, got {values!r}")
+    values = tuple(values)
+    if not values:
+        raise ValueError(f"{name} must be a non-empty sequence of integers >= {minimum}, got {values!r}")
+    return tuple(check_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(values))
+
+
 def check_weight(name, value):
     """A non-negative finite weight, or a callable schedule (returned as is); see :func:`check_real`."""
     if callable(value):

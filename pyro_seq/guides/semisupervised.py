@@ -8,7 +8,7 @@ import torch
 from pyro.nn import PyroModule
 
 from pyro_seq.nn import MultiInputMLP, bounded_loc_scale
-from pyro_seq.util import record
+from pyro_seq.util import check_sizes, record
 
 #: Guide site of :math:`\log q(y \mid a, x)` for labelled images, read by
 #: :class:`~pyro_seq.losses.SemiSupervised_ELBO`.
@@ -64,7 +64,7 @@ class SemiSupervisedGuide(PyroModule):
     def __init__(self, model, hidden_dims=None):
         super().__init__()
         self._model = (model,)
-        self.hidden_dims = tuple(model.hidden_dims if hidden_dims is None else hidden_dims)
+        self.hidden_dims = tuple(model.hidden_dims) if hidden_dims is None else check_sizes("hidden_dims", hidden_dims)
         x_dim, y_dim, z_dim, a_dim = model.x_dim, model.y_dim, model.z_dim, model.a_dim
         if a_dim:
             self.a_net = MultiInputMLP((x_dim,), self.hidden_dims, 2 * a_dim)  # q(a | x)

@@ -7,6 +7,7 @@ from pyro.nn import PyroModule
 
 from pyro_seq.models.vaegan import ConvEncoder
 from pyro_seq.nn import MIN_SCALE
+from pyro_seq.util import check_real
 
 
 class VAEGANGuide(PyroModule):
@@ -35,7 +36,8 @@ class VAEGANGuide(PyroModule):
     def __init__(self, model, width=None, min_scale=MIN_SCALE):
         super().__init__()
         self._model = (model,)  # not a submodule: its parameters keep one Pyro name
-        self.width = float(model.width if width is None else width)
+        self.width = float(model.width) if width is None else check_real("width", width, 0.0, low_open=True)
+        min_scale = check_real("min_scale", min_scale, 0.0)
         self.encoder = ConvEncoder(model.image_size, model.channels, model.z_dim, self.width, min_scale)
 
     @property

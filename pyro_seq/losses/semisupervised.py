@@ -11,13 +11,15 @@ from pyro.infer.traceenum_elbo import _compute_dice_elbo
 
 from pyro_seq.guides.semisupervised import CLASSIFIER_SITE
 from pyro_seq.losses.warmup import WarmupELBOMixin, scale_latents
+from pyro_seq.util import check_int, check_real
 
 
 def default_alpha(num_data, num_labelled, factor=0.1):
     """The released ADGM code's classification weight :math:`\\alpha = 0.1 N / N_l`."""
     if num_data is None or num_labelled is None:
         raise ValueError("alpha=None needs num_data and num_labelled (alpha = 0.1 * num_data / num_labelled)")
-    if num_labelled < 1 or num_data < num_labelled:
+    num_data, num_labelled = check_int("num_data", num_data, 1), check_int("num_labelled", num_labelled, 1)
+    if num_data < num_labelled:
         raise ValueError(f"need 1 <= num_labelled <= num_data, got num_labelled={num_labelled}, num_data={num_data}")
     return factor * num_data / num_labelled
 
@@ -87,10 +89,9 @@ class SemiSupervised_ELBO(WarmupELBOMixin, ELBO):
     """
 
     def __init__(self, alpha=None, num_data=None, num_labelled=None, schedule=1.0, num_particles=1, vectorize_particles=False):
+        num_particles = check_int("num_particles", num_particles, 1)
         super().__init__(schedule=schedule, num_particles=num_particles, max_plate_nesting=1, vectorize_particles=vectorize_particles)
-        self.alpha = float(default_alpha(num_data, num_labelled) if alpha is None else alpha)
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        self.alpha = default_alpha(num_data, num_labelled) if alpha is None else check_real("alpha", alpha, 0.0)
         self._bound = _EnumBound(num_particles=num_particles, max_plate_nesting=1, vectorize_particles=vectorize_particles)
 
     @staticmethod

@@ -7,6 +7,7 @@ import torch
 from pyro.infer import ELBO
 
 from pyro_seq.losses.warmup import elbo_sums
+from pyro_seq.util import check_real
 
 
 #: The three networks of VAE/GAN and the attribute that holds each (on the guide or the model).
@@ -169,12 +170,13 @@ class VAEGANLoss(ELBO):
     """
 
     def __init__(self, gamma=1e-2, equilibrium=0.68, margin=0.35, generator_loss="non_saturating", beta=1.0):
-        if not gamma >= 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        gamma = check_real("gamma", gamma, 0.0)
+        equilibrium = check_real("equilibrium", equilibrium, 0.0)
+        beta = check_real("beta", beta, 0.0)
         if generator_loss not in GENERATOR_LOSSES:
             raise ValueError(f"generator_loss must be one of {GENERATOR_LOSSES}, got {generator_loss!r}")
-        if margin is not None and not margin >= 0:
-            raise ValueError(f"margin must be >= 0 or None, got {margin}")
+        if margin is not None:
+            margin = check_real("margin", margin, 0.0)
         super().__init__(num_particles=1, max_plate_nesting=1)
         self.gamma, self.equilibrium, self.margin = float(gamma), float(equilibrium), margin
         self.generator_loss, self.beta = generator_loss, float(beta)

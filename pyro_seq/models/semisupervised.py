@@ -11,7 +11,7 @@ from pyro.nn import PyroModule
 
 from pyro_seq.models.ladder import check_images
 from pyro_seq.nn import MIN_SCALE, MultiInputMLP, bounded_loc_scale
-from pyro_seq.util import check_int_labels, module_tensor
+from pyro_seq.util import check_int, check_int_labels, check_real, check_sizes, module_tensor
 
 #: The released MNIST setting of Maaløe et al.: two hidden layers of 500 units in every network.
 PAPER_HIDDEN_DIMS = (500, 500)
@@ -97,12 +97,12 @@ class SemiSupervisedVAE(PyroModule):
         min_scale=MIN_SCALE,
         image_shape=None,
     ):
-        hidden_dims = tuple(int(h) for h in hidden_dims)
-        if min((x_dim, z_dim) + hidden_dims) < 1 or y_dim < 2 or (self.auxiliary and a_dim < 1) or not hidden_dims:
-            raise ValueError(
-                f"x_dim, z_dim, a_dim and hidden_dims must be positive and y_dim >= 2, got x_dim={x_dim}, "
-                f"y_dim={y_dim}, z_dim={z_dim}, a_dim={a_dim}, hidden_dims={hidden_dims}"
-            )
+        x_dim, z_dim = check_int("x_dim", x_dim, 1), check_int("z_dim", z_dim, 1)
+        y_dim = check_int("y_dim", y_dim, 2)
+        if self.auxiliary:
+            a_dim = check_int("a_dim", a_dim, 1)
+        hidden_dims = check_sizes("hidden_dims", hidden_dims)
+        min_scale = check_real("min_scale", min_scale, 0.0)
         super().__init__()
         if image_shape is None:
             side = int(round(x_dim**0.5))

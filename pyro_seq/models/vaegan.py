@@ -10,7 +10,7 @@ import torch.nn as nn
 from pyro.nn import PyroModule
 
 from pyro_seq.nn import MIN_SCALE, bounded_loc_scale
-from pyro_seq.util import check_dtype_device, module_tensor, record
+from pyro_seq.util import check_dtype_device, check_int, check_real, module_tensor, record
 
 #: Image sizes with a network layout: the paper's 64×64 CelebA networks and a 28×28 variant.
 IMAGE_SIZES = (64, 28)
@@ -214,8 +214,9 @@ class VAEGAN(PyroModule):
             raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size}")
         if likelihood not in VAEGAN_LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {VAEGAN_LIKELIHOODS}, got {likelihood!r}")
-        if min(channels, z_dim) < 1 or not width > 0 or not scale > 0:
-            raise ValueError(f"channels, z_dim, width and scale must be positive, got {channels}, {z_dim}, {width}, {scale}")
+        channels, z_dim = check_int("channels", channels, 1), check_int("z_dim", z_dim, 1)
+        width = check_real("width", width, 0.0, low_open=True)
+        scale = check_real("scale", scale, 0.0, low_open=True)
         super().__init__()
         self.image_size, self.channels, self.z_dim = int(image_size), int(channels), int(z_dim)
         self.width, self.likelihood, self.scale = float(width), likelihood, float(scale)

@@ -148,6 +148,10 @@ class Recipe:
         """``(model, guide, loss)`` from a run config: what a checkpoint is rebuilt from."""
         raise NotImplementedError
 
+    #: the family-specific ``pyro-seq evaluate`` options its :meth:`evaluate` reads (``cli.FAMILY_EVALUATE_OPTIONS``);
+    #: any other one given is refused, not silently ignored
+    evaluate_options: Tuple[str, ...] = ()
+
     def config_schema(self, kind: str) -> Dict[str, str]:
         """
         The keys a checkpoint's run config of ``kind`` must hold and their value kinds (see

@@ -107,6 +107,16 @@ def build_semi_supervised(kind: str, config: Dict[str, Any]) -> Tuple[Any, Any, 
     return model, guide, loss
 
 
+#: What a checkpoint's run config of M2, ADGM and SDGM holds (see :meth:`Recipe.config_schema`).
+CONFIG_SCHEMA = {
+    "model.x_dim": "int", "model.y_dim": "int", "model.z_dim": "int", "model.a_dim": "?int", "model.hidden_dims": "ints",
+    "model.min_scale": "?real", "model.image_shape": "?ints", "guide.hidden_dims": "?ints|None",
+    "loss.alpha": "real", "loss.warmup_start": "?real", "loss.warmup_steps": "?int", "loss.num_particles": "?int",
+    "data.name": "str", "data.labels_per_class": "int", "data.label_seed": "int", "data.data_root": "?str|None",
+    "data.limit": "?int|None", "data.batch_size": "?int", "data.labelled_batch_size": "?int",
+}  # fmt: skip
+
+
 def _test_batches(state, split, data_root):
     from pyro_seq.data import labelled_batches, load_semi_supervised
 
@@ -134,6 +144,7 @@ class SemiSupervisedRecipe(Recipe):
     :class:`~pyro_seq.losses.SemiSupervised_ELBO`, validated and tested by classification error.
     """
 
+    evaluate_options = ("split",)
     kinds = {
         "m2": "M2 (semi-supervised classification)",
         "adgm": "ADGM, the auxiliary deep generative model (semi-supervised classification)",
@@ -209,6 +220,9 @@ class SemiSupervisedRecipe(Recipe):
 
     def build(self, kind, config):
         return build_semi_supervised(kind, config)
+
+    def config_schema(self, kind):
+        return {**super().config_schema(kind), **CONFIG_SCHEMA}
 
     def eval_fn(self, kind, args, out):
         return classification_eval_fn(args.valid_samples)

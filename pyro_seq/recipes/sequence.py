@@ -456,9 +456,23 @@ _CONFIG_SCHEMAS = {
 }
 
 
+class _WithoutSingleBatches:
+    """Re-iterable ``batches`` less the one batch of a single sequence (for batch normalisation in training mode)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return (b for b in self.batches if b.x.size(0) > 1)
+
+    def __len__(self):
+        return len(self.batches) - 1
+
+
 class SequenceRecipe(Recipe):
     """SRNN, Z-Forcing and the Ladder VAE: sequences (or one-frame images) with warm-up ELBOs, tested with per-sequence bounds."""
 
+    evaluate_options = ("split", "data", "max_sequences", "every", "stream_length", "fivo_particles", "latent_health", "batch_size")
     kinds = {
         "srnn": "SRNN (stochastic RNN) on sequences",
         "zforcing": "Z-Forcing on sequences",
@@ -523,6 +537,20 @@ class SequenceRecipe(Recipe):
         if args.stream_length and dynamic:
             raise ValueError("--stream-length: data binarized afresh per batch is not streamed")
         train = _chunk(list(train_data), args.max_length)
+        # batch normalisation in training mode needs two images per batch: a lone image at the end of
+        # an epoch's shuffled order (len(train) % batch size == 1) sits out that epoch
+        single_out = kind == "lvae" and getattr(args, "batch_norm", False) and not args.stream_length
+        if single_out and len(train) < 2:
+            raise ValueError(
+                f"the Ladder VAE with batch normalisation needs at least 2 training images, got {len(train)}: "
+                "raise --max-train-sequences or use --no-batch-norm"
+            )
+        single_out = single_out and args.batch_size > 1 and len(train) % args.batch_size == 1
+        if single_out:
+            logger.warning(
+                "%d training images in batches of %d leave one image alone; batch normalisation needs two, so "
+                "a different image sits out each epoch", len(train), args.batch_size,
+            )
         valid = _load_split(args.data, "valid", args.data_root, args.max_eval_sequences)[:: args.eval_every]
         logger.info(
             "data %s: %d train pieces (%d frames), %d valid sequences (%d frames)",
@@ -535,6 +563,8 @@ class SequenceRecipe(Recipe):
 
                 return stream_batches(train, args.batch_size, args.stream_length, seed=args.seed, epoch=epoch)
             batches = make_batches(train, args.batch_size, shuffle=True, seed=args.seed, epoch=epoch)
+            if single_out:
+                batches = _WithoutSingleBatches(batches)
             if dynamic:  # grey levels: a fresh binarization per batch, deterministic in (seed, epoch)
                 from pyro_seq.data import binarize_batches
 
@@ -602,6 +632,11 @@ class SequenceRecipe(Recipe):
             raise ValueError("the checkpoint does not name its data set; pass --data")
         pyro.set_rng_seed(args.seed)
         seqs = _load_split(name, args.split, _data_root(args.data_root, config), args.max_sequences)[:: args.every]
+        if args.split == "train" and name in ("dynamic_mnist", "omniglot"):
+            # the training split holds grey levels (binarized afresh per batch in training): binarize it once
+            g = torch.Generator().manual_seed(args.seed)
+            seqs = [torch.as_tensor(x) for x in seqs]
+            seqs = [(torch.rand(tuple(x.shape), generator=g) < x.float()).to(x.dtype) for x in seqs]
         batch_size = args.batch_size or data.get("batch_size", 16)
         start = time.perf_counter()
         if args.stream_length:

@@ -65,6 +65,16 @@ def build_vaegan(kind: str, config: Dict[str, Any]) -> Tuple[Any, Any, Any]:
     return model, guide, VAEGANLoss(**config.get("loss", {}))
 
 
+#: What a checkpoint's run config of VAE/GAN and the VAE holds (see :meth:`Recipe.config_schema`).
+CONFIG_SCHEMA = {
+    "model.image_size": "int", "model.channels": "?int", "model.z_dim": "int", "model.width": "?real",
+    "model.likelihood": "?str", "model.scale": "?real", "guide.width": "?real|None", "guide.min_scale": "?real",
+    "loss.gamma": "?real", "loss.equilibrium": "?real", "loss.margin": "?real|None", "loss.generator_loss": "?str",
+    "loss.beta": "?real", "data.name": "str", "data.data_root": "?str|None", "data.limit": "?int|None",
+    "data.valid_limit": "?int|None", "data.batch_size": "?int",
+}  # fmt: skip
+
+
 def sample_spread(images):
     """Mean over pixels of the standard deviation across images ``[N, C, H, W]`` (how varied a set is)."""
     return float(images.flatten(1).std(0).mean())
@@ -235,6 +245,7 @@ class ImageVAERecipe(Recipe):
     the same encoder and decoder, on images; validated by the pixel MSE of reconstructions.
     """
 
+    evaluate_options = ("classifier",)
     kinds = {
         "vaegan": "VAE/GAN: feature-space likelihood, three routed losses (images)",
         "vae": "the plain VAE with the VAE/GAN encoder and decoder (images)",
@@ -296,6 +307,9 @@ class ImageVAERecipe(Recipe):
 
     def build(self, kind, config):
         return build_vaegan(kind, config)
+
+    def config_schema(self, kind):
+        return {**super().config_schema(kind), **CONFIG_SCHEMA}
 
     def optim(self, kind, args, config):
         from pyro_seq.losses import vaegan_optim

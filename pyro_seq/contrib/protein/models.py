@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pyro_seq.util import check_int, check_probability, check_real, check_sizes
 from pyro_seq.util import check_int_labels as _check_int_labels
 from pyro_seq.util import check_mask_values, module_tensor
 
@@ -170,13 +171,10 @@ def _check_num_samples(num_samples):
 
 def _check_sizes(num_classes, widths, **sizes):
     """``num_classes >= 2`` and positive widths and sizes; returns ``widths`` as a tuple of ints."""
-    widths = tuple(int(k) for k in widths)
-    if num_classes < 2 or not widths or min(tuple(sizes.values()) + widths) < 1:
-        named = ", ".join(f"{k}={v}" for k, v in sizes.items())
-        raise ValueError(
-            f"num_classes must be >= 2 and widths, {', '.join(sizes)} positive, got "
-            f"num_classes={num_classes}, widths={widths}, {named}"
-        )
+    check_int("num_classes", num_classes, 2)
+    for name, value in sizes.items():
+        check_int(name, value, 1)
+    widths = check_sizes("widths", widths)
     return widths
 
 
@@ -224,10 +222,8 @@ class _ProteinModel(PyroModule):
     """
 
     def _init_common(self, encoding, dropout, bayesian_last_layer, prior_scale, num_data):
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if bayesian_last_layer and not prior_scale > 0:
-            raise ValueError(f"prior_scale must be positive, got {prior_scale}")
+        dropout = check_probability("dropout", dropout, high_open=True)
+        prior_scale = check_real("prior_scale", prior_scale, 0.0, low_open=True)
         self.encoding, table = _encoding_table(encoding)
         self.register_buffer("encoding_table", table)  # [num_tokens, F], not trained
         self.dropout_p = float(dropout)

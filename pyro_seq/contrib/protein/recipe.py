@@ -66,6 +66,15 @@ def _validation_error(kind: str, num_samples: int = 1):
     return eval_fn
 
 
+#: What a checkpoint's run config of this family holds (see :meth:`Recipe.config_schema`).
+CONFIG_SCHEMA = {
+    "model.num_classes": "?int", "model.widths": "?ints", "model.filters": "?int", "model.hidden": "?int",
+    "model.attention_dim": "?int", "model.ff_dim": "?int", "model.dense": "?int", "model.dropout": "?real",
+    "model.membrane_head": "?bool", "model.bayesian_last_layer": "?bool", "model.prior_scale": "?real",
+    "model.num_data": "?int|None", "guide.init_scale": "?real",
+}  # fmt: skip
+
+
 class ProteinRecipe(Recipe):
     """Protein classifiers with calibrated uncertainty: localisation (DeepLoc) and secondary structure (CB513)."""
 
@@ -133,6 +142,9 @@ class ProteinRecipe(Recipe):
 
     def build(self, kind, config):
         return build_protein(kind, config)
+
+    def config_schema(self, kind):
+        return {**super().config_schema(kind), **CONFIG_SCHEMA}
 
     def eval_fn(self, kind, args, out):
         return _validation_error(kind)

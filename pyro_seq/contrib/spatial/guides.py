@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 
 from pyro_seq.contrib.spatial.models import RecurrentAttention
+from pyro_seq.util import check_real
 
 __all__ = ["SpatialAttentionGuide"]
 
@@ -53,7 +54,7 @@ class SpatialAttentionGuide(PyroModule):
         if not getattr(model, "stochastic_attention", False):
             raise ValueError("SpatialAttentionGuide serves a RecurrentSpatialTransformer built with stochastic_attention=True")
         self.num_digits = model.num_digits
-        self.config = {"init_raw_scale": float(init_raw_scale)}
+        self.config = {"init_raw_scale": check_real("init_raw_scale", init_raw_scale)}
         self.attention = RecurrentAttention(model.canvas, model.hidden, model.loc_channels, num_outputs=2, init_raw_scale=init_raw_scale)
 
     def attention_params(self, x):

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 
 from pyro_seq.models.vaegan import check_image_batch
-from pyro_seq.util import check_int_labels, module_tensor
+from pyro_seq.util import check_int, check_int_labels, check_probability, module_tensor
 
 __all__ = [
     "IDENTITY_AFFINE",
@@ -108,6 +108,14 @@ def _flat_size(net, channels, side):
         return int(net(torch.zeros(1, channels, side, side)).numel())
 
 
+def _check_sizes(dropout=None, **sizes):
+    """Positive integer sizes and a dropout rate in ``[0, 1)``, each named in the error."""
+    for name, value in sizes.items():
+        check_int(name, value, 1)
+    if dropout is not None:
+        check_probability("dropout", dropout, high_open=True)
+
+
 class LocalisationCNN(nn.Module):
     """
     Features of the whole image for the localisation network: max-pool 2, then three blocks of
@@ -123,7 +131,10 @@ class LocalisationCNN(nn.Module):
             nn.MaxPool2d(2), nn.Conv2d(channels, channels, 3), nn.ReLU(),
             nn.Flatten(),
         )
-        self.out_features = _flat_size(self.net, 1, canvas)
+        try:
+            self.out_features = _flat_size(self.net, 1, canvas)
+        except RuntimeError as e:
+            raise ValueError(f"a {canvas}×{canvas} canvas is too small for the localisation network's three poolings and convolutions") from e
 
     def forward(self, x):
         return self.net(x)  # [batch, out_features]
@@ -243,6 +254,8 @@ class RecurrentSpatialTransformer(DigitSequenceClassifier):
 
     def __init__(self, canvas=100, num_digits=3, downsample=3.0, hidden=256, loc_channels=20, channels=32,
                  dense=400, dropout=0.0, stochastic_attention=False, prior_scale=0.5):
+        _check_sizes(canvas=canvas, num_digits=num_digits, hidden=hidden, loc_channels=loc_channels, channels=channels,
+                     dense=dense, dropout=dropout)
         super().__init__()
         if not prior_scale > 0:
             raise ValueError(f"prior_scale must be > 0, got {prior_scale}")
@@ -311,6 +324,8 @@ class FeedForwardSpatialTransformer(DigitSequenceClassifier):
 
     def __init__(self, canvas=100, num_digits=3, downsample=3.0, loc_channels=20, loc_dense=200, channels=96,
                  dense=400, dropout=0.0):
+        _check_sizes(canvas=canvas, num_digits=num_digits, loc_channels=loc_channels, loc_dense=loc_dense, channels=channels,
+                     dense=dense, dropout=dropout)
         super().__init__()
         self.canvas, self.num_digits, self.downsample = int(canvas), int(num_digits), float(downsample)
         self.side = glimpse_side(self.canvas, self.downsample)
@@ -335,6 +350,7 @@ class ConvDigitClassifier(DigitSequenceClassifier):
     """
 
     def __init__(self, canvas=100, num_digits=3, downsample=3.0, channels=96, dense=400, dropout=0.0):
+        _check_sizes(canvas=canvas, num_digits=num_digits, channels=channels, dense=dense, dropout=dropout)
         super().__init__()
         self.canvas, self.num_digits, self.downsample = int(canvas), int(num_digits), float(downsample)
         self.side = glimpse_side(self.canvas, self.downsample)

@@ -123,6 +123,15 @@ def _validation_error(num_samples: int = 1):
     return eval_fn
 
 
+#: What a checkpoint's run config of this family holds (see :meth:`Recipe.config_schema`).
+CONFIG_SCHEMA = {
+    "model.canvas": "?int", "model.num_digits": "?int", "model.downsample": "?real", "model.hidden": "?int",
+    "model.loc_channels": "?int", "model.loc_dense": "?int", "model.channels": "?int", "model.dense": "?int",
+    "model.dropout": "?real", "model.stochastic_attention": "?bool", "model.prior_scale": "?real",
+    "guide.init_raw_scale": "?real", "loss.kl_weight": "?real", "loss.warmup_start": "?real", "loss.warmup_steps": "?int",
+}  # fmt: skip
+
+
 class SpatialRecipe(Recipe):
     """Digit-sequence classifiers on cluttered MNIST: the RNN-SPN (optionally with stochastic attention), the FFN-SPN and the CNN baseline."""
 
@@ -202,6 +211,9 @@ class SpatialRecipe(Recipe):
 
     def build(self, kind, config):
         return build_spn(kind, config)
+
+    def config_schema(self, kind):
+        return {**super().config_schema(kind), **CONFIG_SCHEMA}
 
     def prepare(self, kind, args, model, guide, config, out):
         if args.init_from and not (args.resume and (Path(out) / LAST_CHECKPOINT).exists()):
