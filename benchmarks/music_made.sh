@@ -11,6 +11,11 @@
 # Small SRNN (d 128, z 32, a 128, MLP 256), dropout 0.3, KL warm-up 0.2 -> 1 over 1000 steps,
 # early stopping after 30 epochs without a better validation bound. Each run ends with the test
 # -ELBO and -IWAE (K = 100) of its best-validation checkpoint in runs/music_made/<run>/test.json.
+#
+# MAX_MINUTES=M gives each run a training budget of M minutes in all (time before a resume counts):
+# the run stops after the epoch that reaches it and is tested there. To train such a run further,
+# run the script again with a larger MAX_MINUTES and CONTINUE=1 (it then resumes a run that has a
+# test.json, retests it at its new stop, and keeps the earlier result as test.<date-time>.json).
 set -euo pipefail
 RUNS=${1:-"jsb_s0 jsb_s1 jsb_s2 nottingham musedata piano"}
 PY=${PY:-python}
@@ -21,7 +26,10 @@ common=(--d-dim 128 --z-dim 32 --a-dim 128 --hidden-dim 256 --dropout 0.3 --emis
         --eval-samples 100 --no-progress)
 for run in $RUNS; do
   out=$OUT/$run
-  [ -f "$out/test.json" ] && { echo "done already: $out"; continue; }
+  if [ -f "$out/test.json" ]; then
+    [ "${CONTINUE:-0}" = 1 ] || { echo "done already: $out"; continue; }
+    mv "$out/test.json" "$out/test.$(date +%Y%m%dT%H%M%S).json"
+  fi
   mkdir -p "$out"
   resume=(); [ -f "$out/config.json" ] && resume=(--resume)  # a started run continues
   case $run in
@@ -29,7 +37,8 @@ for run in $RUNS; do
     nottingham|musedata|piano) args=(--data "$run" --seed 0 --lr 2e-3 --stream-length 100 --guide filter --no-res-q) ;;
     *) echo "unknown run $run" >&2; exit 2 ;;
   esac
+  budget=(); [ -n "${MAX_MINUTES:-}" ] && budget=(--max-minutes "$MAX_MINUTES")
   echo "$(date +%T) start $run"
-  $PY -m pyro_seq train srnn "${args[@]}" "${common[@]}" "${resume[@]}" --out "$out" >> "$out.log" 2>&1
+  $PY -m pyro_seq train srnn "${args[@]}" "${common[@]}" "${resume[@]}" "${budget[@]}" --out "$out" >> "$out.log" 2>&1
   echo "$(date +%T) done $run: $(grep -A3 'test bound of' "$out.log" | tail -2 | tr -s ' ' | tr '\n' ';')"
 done

@@ -460,3 +460,26 @@ def cli_error(argv, capsys):
     return status, [line for line in capsys.readouterr().err.splitlines() if line.strip() and not progress.match(line)]
 
 
+def assert_same(a, b, where=""):
+    """Assert two checkpoint states (nested dicts, lists, tensors, numbers) are equal, naming the first difference."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (u, v) in enumerate(zip(a, b)):
+            assert_same(u, v, f"{where}[{i}]")
+    elif torch.is_tensor(a):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+def tiny_srnn_train(data_root):
+    """The arguments of a ``pyro-seq train srnn`` run on 4 JSB pieces that takes about a second an epoch."""
+    return [
+        "train", "srnn", "--data", "jsb", "--data-root", str(data_root), "--max-train-sequences", "4",
+        "--max-eval-sequences", "2", "--max-length", "20", "--batch-size", "4", "--d-dim", "4", "--z-dim", "2",
+        "--a-dim", "4", "--hidden-dim", "4", "--eval-samples", "0", "--device", "cpu", "--no-progress",
+    ]  # fmt: skip

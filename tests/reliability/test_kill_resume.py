@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import REPO_ROOT, jsb_available, shared_data_root
-from reliability_cases import NOTES, record
+from reliability_cases import NOTES, assert_same, record
 
 import pyro_seq
 from pyro_seq.training.checkpoint import CheckpointError, load_checkpoint
@@ -94,21 +93,6 @@ def _wait(proc, condition, what, tmp_path, tag, timeout=180):
     pytest.fail(f"{tag}: {what} did not happen (exit status {proc.returncode}):\n{tail}")
 
 
-def _compare(a, b, where=""):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _compare(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (u, v) in enumerate(zip(a, b)):
-            _compare(u, v, f"{where}[{i}]")
-    elif torch.is_tensor(a):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, where
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not jsb_available(), reason="JSB Chorales not under the shared data root")
 def test_run_sigkilled_at_random_points_resumes_to_the_uninterrupted_result(tmp_path):
@@ -167,7 +151,7 @@ def test_run_sigkilled_at_random_points_resumes_to_the_uninterrupted_result(tmp_
     assert proc.wait(timeout=300) == 0, (tmp_path / "stderr_straight.txt").read_text()[-2000:]
     resumed, expected = load_checkpoint(out / "last.pt", kind="srnn"), load_checkpoint(straight / "last.pt", kind="srnn")
     for key in ("epoch", "global_step", "model", "guide", "optim", "best_valid", "best_epoch"):
-        _compare(resumed[key], expected[key], key)
+        assert_same(resumed[key], expected[key], key)
     assert resumed["epoch"] == KILL_EPOCHS
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines if r["event"] == "epoch"] == list(range(1, KILL_EPOCHS + 1))

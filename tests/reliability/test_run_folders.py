@@ -12,18 +12,14 @@ import sys
 
 import pytest
 from conftest import jsb_available, shared_data_root
-from reliability_cases import cli_error, record
+from reliability_cases import cli_error, record, tiny_srnn_train
 
 from pyro_seq.cli import main
 from pyro_seq.training.run_folder import LOCK_FILE, RunFolderError, RunFolderLock, claim_run_folder
 
 DATA_ROOT = shared_data_root()
 needs_jsb = pytest.mark.skipif(not jsb_available(), reason=f"JSB Chorales not found under {DATA_ROOT}")
-TINY = [
-    "train", "srnn", "--data", "jsb", "--data-root", str(DATA_ROOT), "--max-train-sequences", "4",
-    "--max-eval-sequences", "2", "--max-length", "20", "--batch-size", "4", "--d-dim", "4", "--z-dim", "2",
-    "--a-dim", "4", "--hidden-dim", "4", "--eval-samples", "0", "--device", "cpu", "--no-progress",
-]  # fmt: skip
+TINY = tiny_srnn_train(DATA_ROOT)
 
 
 def files_and_times(folder):

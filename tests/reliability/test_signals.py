@@ -14,9 +14,8 @@ import sys
 import time
 
 import pytest
-import torch
 from conftest import REPO_ROOT, jsb_available, shared_data_root
-from reliability_cases import record
+from reliability_cases import assert_same, record
 
 from pyro_seq.training.checkpoint import load_checkpoint
 from pyro_seq.training.run_folder import RunFolderLock
@@ -142,7 +141,7 @@ def stopped_line(run, signame, out):
     assert "Traceback" not in run.text() and "KeyboardInterrupt" not in run.text(), run.text()
     assert len(lines) == 1, lines  # --log-level WARNING: nothing but the line
     line = lines[0]
-    assert line.startswith(f"pyro-seq: stopped ") and signame in line, line
+    assert line.startswith("pyro-seq: stopped ") and signame in line, line
     command = line.split("resume with: ", 1)[1]
     assert command.startswith("pyro-seq ") and command.endswith(f"--resume --out {out}"), command
     return shlex.split(command)[1:]
@@ -152,21 +151,6 @@ def assert_folder_released(out):
     assert not list(out.glob(".*.tmp")), sorted(p.name for p in out.iterdir())
     with RunFolderLock(out):  # no process holds the folder any more
         pass
-
-
-def compare(a, b, where=""):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            compare(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (u, v) in enumerate(zip(a, b)):
-            compare(u, v, f"{where}[{i}]")
-    elif torch.is_tensor(a):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, where
 
 
 def test_sigint_mid_epoch_saves_there_and_the_resumed_run_ends_as_an_uninterrupted_one(tmp_path):
@@ -201,7 +185,7 @@ def test_sigint_mid_epoch_saves_there_and_the_resumed_run_ends_as_an_uninterrupt
     assert straight.finish() == 0, straight.text()
     a, b = load_checkpoint(out / "last.pt", kind="srnn"), load_checkpoint(straight_out / "last.pt", kind="srnn")
     for key in ("epoch", "global_step", "model", "guide", "optim", "best_valid", "best_epoch"):
-        compare(a[key], b[key], key)
+        assert_same(a[key], b[key], key)
     assert "epoch_progress" not in a
     epochs_a = [r for r in log_records(out) if r["event"] == "epoch"]
     epochs_b = [r for r in log_records(straight_out) if r["event"] == "epoch"]

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import pytest
 from conftest import REPO_ROOT, jsb_available, shared_data_root
-from reliability_cases import cli_error, record
+from reliability_cases import cli_error, record, tiny_srnn_train
 
 from pyro_seq.cli import main
 from pyro_seq.training.checkpoint import load_checkpoint
@@ -26,11 +26,7 @@ from pyro_seq.training.run_folder import LOCK_FILE
 
 DATA_ROOT = shared_data_root()
 pytestmark = pytest.mark.skipif(not jsb_available(), reason=f"JSB Chorales not found under {DATA_ROOT}")
-TINY = [
-    "train", "srnn", "--data", "jsb", "--data-root", str(DATA_ROOT), "--max-train-sequences", "4",
-    "--max-eval-sequences", "2", "--max-length", "20", "--batch-size", "4", "--d-dim", "4", "--z-dim", "2",
-    "--a-dim", "4", "--hidden-dim", "4", "--eval-samples", "0", "--device", "cpu", "--no-progress",
-]  # fmt: skip
+TINY = tiny_srnn_train(DATA_ROOT)
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
