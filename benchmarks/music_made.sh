@@ -5,6 +5,7 @@
 #   PYRO_SEQ_DATA=../shared/data bash benchmarks/music_made.sh [RUNS]
 #
 # RUNS (default "jsb_s0 jsb_s1 jsb_s2 nottingham musedata piano"): jsb_sN is JSB with seed N;
+# nottingham, musedata and piano use seed 0, and nottingham_sN (musedata_sN, piano_sN) seed N;
 # the long-piece sets train by streaming (chunks of 100 frames, state carried within a piece,
 # filter guide). A run that was killed (e.g. at the end of a sitting) continues from its last
 # checkpoint when the script is run again; a finished run (test.json written) is skipped.
@@ -35,6 +36,8 @@ for run in $RUNS; do
   case $run in
     jsb_s*) args=(--data jsb --seed "${run#jsb_s}" --lr 1e-3) ;;
     nottingham|musedata|piano) args=(--data "$run" --seed 0 --lr 2e-3 --stream-length 100 --guide filter --no-res-q) ;;
+    nottingham_s*|musedata_s*|piano_s*)
+      args=(--data "${run%_s*}" --seed "${run##*_s}" --lr 2e-3 --stream-length 100 --guide filter --no-res-q) ;;
     *) echo "unknown run $run" >&2; exit 2 ;;
   esac
   budget=(); [ -n "${MAX_MINUTES:-}" ] && budget=(--max-minutes "$MAX_MINUTES")
