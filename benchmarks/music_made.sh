@@ -35,9 +35,9 @@ for run in $RUNS; do
   resume=(); [ -f "$out/config.json" ] && resume=(--resume)  # a started run continues
   case $run in
     jsb_s*) args=(--data jsb --seed "${run#jsb_s}" --lr 1e-3) ;;
-    nottingham|musedata|piano) args=(--data "$run" --seed 0 --lr 2e-3 --stream-length 100 --guide filter --no-res-q) ;;
-    nottingham_s*|musedata_s*|piano_s*)
-      args=(--data "${run%_s*}" --seed "${run##*_s}" --lr 2e-3 --stream-length 100 --guide filter --no-res-q) ;;
+    nottingham|musedata|piano|nottingham_s*|musedata_s*|piano_s*)
+      seed=0; [ "${run%_s*}" != "$run" ] && seed=${run##*_s}
+      args=(--data "${run%_s*}" --seed "$seed" --lr 2e-3 --stream-length 100 --guide filter --no-res-q) ;;
     *) echo "unknown run $run" >&2; exit 2 ;;
   esac
   budget=(); [ -n "${MAX_MINUTES:-}" ] && budget=(--max-minutes "$MAX_MINUTES")
